@@ -1,0 +1,1 @@
+"""Per-environment settings: pick one with DJANGO_SETTINGS_MODULE (see README)."""

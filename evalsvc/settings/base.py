@@ -1,0 +1,192 @@
+"""Settings shared by every environment.
+
+Every value that differs between deployments is read from the environment through one
+``environ.Env``; the per-environment modules only choose defaults and demand what production
+must not guess (``SECRET_KEY``, ``DATABASE_URL``, ``ALLOWED_HOSTS``).
+"""
+
+import sys
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# The spec's spelling of the per-process cache URL (django-environ calls it locmemcache://).
+environ.Env.CACHE_SCHEMES.setdefault("locmem", "django.core.cache.backends.locmem.LocMemCache")
+
+
+def require(name: str) -> str:
+    """Return the environment variable ``name`` or stop start-up with one line naming it."""
+    value = env.str(name, default="")
+    if not value:
+        sys.stderr.write(f"evalsvc: the environment variable {name} is required and is not set\n")
+        raise SystemExit(1)
+    return value
+
+
+# --- Core -----------------------------------------------------------------------------------
+DEBUG = False
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+ROOT_URLCONF = "evalsvc.urls"
+WSGI_APPLICATION = "evalsvc.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TEST_RUNNER = "evalsvc.test_runner.PytestRunner"  # `manage.py test` runs the pytest suite
+APPEND_SLASH = False  # every route matches with and without the slash: never redirect a POST
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "scores",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "scores.middleware.JSONErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+SQLITE_URL = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+
+
+def database(url: str) -> dict[str, object]:
+    """A ``DATABASES`` entry from a database URL, with the options every environment wants."""
+    config: dict[str, object] = env.db_url_config(url)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+# --- Internationalisation and time ----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the installed apps too, so /docs and the admin work even where nobody ran
+# collectstatic (a bare `gunicorn` start); collectstatic only adds compressed copies.
+WHITENOISE_USE_FINDERS = True
+
+# --- Cache (token verdicts, throttling) -----------------------------------------------------
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmem://")}
+
+# --- Security -------------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_BODY_BYTES", default=1024 * 1024)
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+
+# --- REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "scores.authentication.UsersServiceAuthentication",
+        "scores.authentication.ServiceTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        "scores.authentication.RejectUnknownAuthorization",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["scores.permissions.IsScoresCaller"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "scores.renderers.ORJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["scores.parsers.ORJSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("THROTTLE_RATE_USER", default="6000/min"),
+        "anon": env.str("THROTTLE_RATE_ANON", default="600/min"),
+    },
+    "EXCEPTION_HANDLER": "scores.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "evalsvc",
+    "DESCRIPTION": "Scores of a coding-exercise platform: one current score per (user, exercise).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/scores",
+    "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scores.schema.strip_trailing_slashes",
+    ],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "AUTHENTICATION_WHITELIST": [
+        "scores.authentication.UsersServiceAuthentication",
+        "scores.authentication.ServiceTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+}
+
+# --- evalsvc --------------------------------------------------------------------------------
+USERS_SERVICE_URL = env.str("USERS_SERVICE_URL", default="")
+USERS_SERVICE_TIMEOUT = env.float("USERS_SERVICE_TIMEOUT", default=2.0)
+USERS_SERVICE_CACHE_SECONDS = env.int("USERS_SERVICE_CACHE_SECONDS", default=60)
+USERS_SERVICE_NEGATIVE_CACHE_SECONDS = env.int("USERS_SERVICE_NEGATIVE_CACHE_SECONDS", default=5)
+SCORES_SELF_REPORT = env.bool("SCORES_SELF_REPORT", default=True)
+RETRY_AFTER_SECONDS = env.int("RETRY_AFTER_SECONDS", default=5)
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

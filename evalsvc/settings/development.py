@@ -1,0 +1,8 @@
+"""Local development: DEBUG on, SQLite unless DATABASE_URL says otherwise."""
+
+from .base import *  # noqa: F403
+from .base import SQLITE_URL, database, env
+
+DEBUG = True
+SECRET_KEY = env.str("SECRET_KEY", default="development-only-not-secret")
+DATABASES = {"default": database(env.str("DATABASE_URL", default=SQLITE_URL))}
