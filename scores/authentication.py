@@ -1,0 +1,224 @@
+"""Who is calling: platform users vouched for by the users service, or staff accounts.
+
+A ``Bearer`` token is checked with ``GET {USERS_SERVICE_URL}/auth/status``. Verdicts are cached
+in Django's cache (``CACHE_URL``; Redis shares them between workers and instances): accepted
+tokens for ``USERS_SERVICE_CACHE_SECONDS``, rejected ones for
+``USERS_SERVICE_NEGATIVE_CACHE_SECONDS``, outages never. Only a hash of the token is used as the
+cache key. The users service being unreachable, slow, failing or answering garbage is a 503,
+never a 401 and never a 500.
+
+Staff and service accounts are Django users: DRF ``Token`` keys or an admin session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import urllib3
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
+from rest_framework.request import Request
+
+from scores.exceptions import UsersServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+_REJECTED = 0  # cached value of a rejected token (an accepted one caches (user_id, admin))
+
+
+@dataclass(frozen=True)
+class PlatformUser:
+    """A user of the platform, as the users service described them."""
+
+    id: int
+    is_admin: bool
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+
+    @property
+    def pk(self) -> str:
+        """Throttling identity, distinct from Django account ids."""
+        return f"platform:{self.id}"
+
+    def __str__(self) -> str:
+        return f"user {self.id}"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the rest of the app needs to know about whoever made a request.
+
+    ``user_id`` is the platform user id (None for staff and service accounts, which are not
+    platform users); ``privileged`` callers read and write anyone's scores.
+    """
+
+    user_id: int | None
+    privileged: bool
+    name: str
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller of an authenticated request."""
+    user: Any = request.user
+    if isinstance(user, PlatformUser):
+        return Caller(user_id=user.id, privileged=user.is_admin, name=str(user.id))
+    return Caller(user_id=None, privileged=bool(user.is_staff), name=user.get_username())
+
+
+class UsersServiceClient:
+    """A kept-alive connection pool to the users service, one per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._pool: urllib3.PoolManager | None = None
+
+    def _manager(self) -> urllib3.PoolManager:
+        pid = os.getpid()
+        if self._pool is None or self._pid != pid:  # never share sockets across a fork
+            with self._lock:
+                if self._pool is None or self._pid != pid:
+                    self._pool = urllib3.PoolManager(num_pools=2, maxsize=8, retries=False)
+                    self._pid = pid
+        return self._pool
+
+    def auth_status(self, token: str) -> tuple[int, bytes]:
+        """Status and body of ``GET /auth/status`` for ``token``.
+
+        Raises:
+            UsersServiceUnavailable: not configured, unreachable or too slow.
+        """
+        base = settings.USERS_SERVICE_URL
+        if not base:
+            raise UsersServiceUnavailable("The users service is not configured.")
+        timeout = settings.USERS_SERVICE_TIMEOUT
+        try:
+            response = self._manager().request(
+                "GET",
+                base.rstrip("/") + "/auth/status",
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                timeout=urllib3.Timeout(total=timeout),
+                redirect=False,
+                preload_content=True,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            logger.warning("users service unreachable: %s", type(exc).__name__)
+            raise UsersServiceUnavailable() from exc
+        return response.status, response.data
+
+
+users_service = UsersServiceClient()
+
+
+def _cache_key(token: str) -> str:
+    return "evalsvc:verdict:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def _cache_get(key: str) -> Any:
+    try:
+        return cache.get(key)
+    except Exception:  # a cache outage costs a users-service call, not the request
+        logger.warning("verdict cache unavailable", exc_info=True)
+        return None
+
+
+def _cache_set(key: str, value: Any, seconds: int) -> None:
+    try:
+        cache.set(key, value, seconds)
+    except Exception:
+        logger.warning("verdict cache unavailable", exc_info=True)
+
+
+def verify_token(token: str) -> PlatformUser | None:
+    """The platform user a bearer token belongs to, or None if the users service rejects it.
+
+    Raises:
+        UsersServiceUnavailable: the users service could not give a verdict.
+    """
+    key = _cache_key(token)
+    cached = _cache_get(key)
+    if cached is not None:
+        return None if cached == _REJECTED else PlatformUser(id=cached[0], is_admin=cached[1])
+
+    status, body = users_service.auth_status(token)
+    user = _verdict(status, body)
+    if user is None:
+        _cache_set(key, _REJECTED, settings.USERS_SERVICE_NEGATIVE_CACHE_SECONDS)
+    else:
+        _cache_set(key, (user.id, user.is_admin), settings.USERS_SERVICE_CACHE_SECONDS)
+    return user
+
+
+def _verdict(status: int, body: bytes) -> PlatformUser | None:
+    """Read the users service's answer; anything that is not a clear verdict is an outage."""
+    if status in (401, 403):
+        return None
+    if status != 200:
+        logger.warning("users service answered %s", status)
+        raise UsersServiceUnavailable()
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        logger.warning("users service answered a body that is not JSON")
+        raise UsersServiceUnavailable() from exc
+    if not isinstance(payload, dict):
+        raise UsersServiceUnavailable()
+    data = payload.get("data")
+    if payload.get("status") != "success" or not isinstance(data, dict):
+        return None
+    if data.get("active") is not True:
+        return None
+    user_id = data.get("id")
+    if type(user_id) is not int or not 0 < user_id <= 2_147_483_647:
+        logger.warning("users service answered success without a usable user id")
+        raise UsersServiceUnavailable()
+    return PlatformUser(id=user_id, is_admin=data.get("admin") is True)
+
+
+class UsersServiceAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <token>``, vouched for by the users service."""
+
+    keyword = "bearer"
+
+    def authenticate(self, request: Request) -> tuple[PlatformUser, str] | None:
+        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != self.keyword:
+            return None
+        token = token.strip()
+        if not token or " " in token:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header: expected 'Bearer <token>'."
+            )
+        user = verify_token(token)
+        if user is None:
+            raise exceptions.AuthenticationFailed("Invalid, expired or inactive token.")
+        return user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="evalsvc"'
+
+
+class ServiceTokenAuthentication(TokenAuthentication):
+    """``Authorization: Token <key>`` for staff and service accounts (DRF tokens)."""
+
+
+class RejectUnknownAuthorization(BaseAuthentication):
+    """Last in line: an Authorization header that nobody above understood is a 401."""
+
+    def authenticate(self, request: Request) -> None:
+        if request.META.get("HTTP_AUTHORIZATION"):
+            raise exceptions.AuthenticationFailed(
+                "Unsupported Authorization header: use 'Bearer <token>' or 'Token <key>'."
+            )
+        return None

@@ -1,0 +1,46 @@
+"""List filters. A bad value is a 400 naming the parameter, never an empty list."""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
+
+from scores.models import MAX_ID, Score
+
+
+class IdFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("validators", [MinValueValidator(1), MaxValueValidator(MAX_ID)])
+        super().__init__(*args, **kwargs)
+
+
+class StrictBooleanFilter(django_filters.TypedChoiceFilter):
+    """``true``/``false`` (or ``1``/``0``); anything else is an error, not "no filter"."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("choices", [("true", "true"), ("false", "false"), ("1", "1"), ("0", "0")])
+        kwargs.setdefault("coerce", lambda value: value in ("true", "1"))
+        super().__init__(*args, **kwargs)
+
+
+class ScoreFilter(django_filters.FilterSet):
+    user_id = IdFilter(help_text="Only this user's scores (others see only their own anyway).")
+    exercise_id = IdFilter(help_text="Only scores of this exercise.")
+    correct = StrictBooleanFilter(help_text="`true` or `false`.")
+    updated_after = django_filters.IsoDateTimeFilter(
+        field_name="updated_at",
+        lookup_expr="gte",
+        help_text="ISO 8601; scores updated at or after this instant (UTC if no offset).",
+    )
+    updated_before = django_filters.IsoDateTimeFilter(
+        field_name="updated_at",
+        lookup_expr="lt",
+        help_text="ISO 8601; scores updated strictly before this instant (UTC if no offset).",
+    )
+
+    class Meta:
+        model = Score
+        fields = ["user_id", "exercise_id", "correct", "updated_after", "updated_before"]

@@ -1,0 +1,120 @@
+"""The write path. Every endpoint (and later the admin and the import command) that changes a
+score calls these functions; each change is one atomic statement, race-free under concurrency.
+
+The upsert is ``INSERT … ON CONFLICT (user_id, exercise_id) DO UPDATE``: any number of
+concurrent upserts of one (user, exercise) leave exactly one row and raise no error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from scores.models import Score
+from scores.selectors import SCORE_FIELDS, ScoreRow
+
+
+class WriteMode(enum.Enum):
+    UPSERT = "upsert"  # create or update
+    CREATE = "create"  # create only: an existing score is a ScoreExists
+    UPDATE = "update"  # update only: a missing score is a ScoreNotFound
+
+
+class ScoreExists(Exception):
+    """A create found the (user, exercise) score already stored."""
+
+
+class ScoreNotFound(Exception):
+    """An update found no score to change."""
+
+
+@dataclass(frozen=True)
+class ScoreWrite:
+    """The stored score after a write, and whether the write created it."""
+
+    score: ScoreRow
+    created: bool
+
+
+# Statements are assembled once from constants (table and column names); every value is a
+# bound parameter.
+_INSERT = (
+    "INSERT INTO scores (user_id, exercise_id, correct, created_at, updated_at) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, exercise_id) "
+)
+_UPSERT_SET = "DO UPDATE SET correct = excluded.correct, updated_at = excluded.updated_at "
+_RETURNING = "RETURNING id, user_id, exercise_id, correct, created_at, updated_at"
+_UPDATE = (
+    "UPDATE scores SET correct = %s, updated_at = %s WHERE user_id = %s AND exercise_id = %s "
+    "RETURNING id, user_id, exercise_id, correct, created_at, updated_at, false"
+)
+
+
+def _created_flag() -> str:
+    """SQL telling whether the returned row was inserted by this statement.
+
+    PostgreSQL: a freshly inserted row version has no deleting transaction (``xmax = 0``).
+    SQLite (the zero-setup default) has no xmax; there a row was inserted iff both timestamps
+    are this write's.
+    """
+    return "(xmax = 0)" if connection.vendor == "postgresql" else "(created_at = updated_at)"
+
+
+def _statement(mode: WriteMode) -> str:
+    if mode is WriteMode.UPDATE:
+        return _UPDATE
+    on_conflict = "DO NOTHING " if mode is WriteMode.CREATE else _UPSERT_SET
+    return _INSERT + on_conflict + _RETURNING + ", " + _created_flag()
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    parsed = parse_datetime(value)  # SQLite returns text to a raw cursor
+    if parsed is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+
+
+def _row(values: tuple[Any, ...]) -> ScoreRow:
+    row = dict(zip(SCORE_FIELDS, values, strict=True))
+    row["correct"] = bool(row["correct"])
+    row["created_at"] = _as_datetime(row["created_at"])
+    row["updated_at"] = _as_datetime(row["updated_at"])
+    return row  # type: ignore[return-value]
+
+
+def score_write(
+    *, user_id: int, exercise_id: int, correct: bool, mode: WriteMode = WriteMode.UPSERT
+) -> ScoreWrite:
+    """Create and/or update the score of ``user_id`` for ``exercise_id`` in one statement.
+
+    ``created_at`` is set only when the row is inserted; ``updated_at`` on every write.
+
+    Raises:
+        ScoreExists: ``mode`` is CREATE and the score already exists.
+        ScoreNotFound: ``mode`` is UPDATE and there is no such score.
+    """
+    now = timezone.now()
+    if mode is WriteMode.UPDATE:
+        params: list[Any] = [correct, now, user_id, exercise_id]
+    else:
+        params = [user_id, exercise_id, correct, now, now]
+    with connection.cursor() as cursor:
+        cursor.execute(_statement(mode), params)
+        result = cursor.fetchone()
+    if result is None:
+        raise ScoreExists() if mode is WriteMode.CREATE else ScoreNotFound()
+    return ScoreWrite(score=_row(result[:-1]), created=bool(result[-1]))
+
+
+def score_delete(*, score_id: int) -> bool:
+    """Delete one score; True if it existed."""
+    deleted, _ = Score.objects.filter(id=score_id).delete()
+    return deleted > 0

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real users service on loopback, API clients for each kind of caller."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from pytest_httpserver import HTTPServer
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from werkzeug import Request, Response
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    return ("127.0.0.1", 0)
+
+
+@dataclass
+class UsersService:
+    """The users service: a real HTTP server on loopback answering ``GET /auth/status``.
+
+    Tokens are registered with ``user()``; anything else is answered 401. ``calls`` counts the
+    requests it received.
+    """
+
+    server: HTTPServer
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: int = 0
+
+    def user(self, user_id: int, *, admin: bool = False, active: bool = True) -> str:
+        token = f"token-{user_id}-{'admin' if admin else 'user'}-{'on' if active else 'off'}"
+        self.tokens[token] = {
+            "id": user_id,
+            "username": f"user{user_id}",
+            "email": f"user{user_id}@example.com",
+            "active": active,
+            "admin": admin,
+        }
+        return token
+
+    def handle(self, request: Request) -> Response:
+        self.calls += 1
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        data = self.tokens.get(token) if scheme == "Bearer" else None
+        if data is None:
+            body = {"status": "fail", "message": "Invalid token. Please log in again."}
+            return Response(json.dumps(body), status=401, content_type="application/json")
+        body = {"status": "success", "data": data}
+        return Response(json.dumps(body), status=200, content_type="application/json")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def users_service(httpserver: HTTPServer, settings: Any) -> UsersService:
+    service = UsersService(server=httpserver)
+    httpserver.expect_request("/auth/status", method="GET").respond_with_handler(service.handle)
+    settings.USERS_SERVICE_URL = httpserver.url_for("/")
+    return service
+
+
+def bearer_client(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+USER_ID = 4
+OTHER_ID = 5
+ADMIN_ID = 1
+
+
+@pytest.fixture
+def user(users_service: UsersService) -> APIClient:
+    """Platform user 4."""
+    return bearer_client(users_service.user(USER_ID))
+
+
+@pytest.fixture
+def other(users_service: UsersService) -> APIClient:
+    """Platform user 5."""
+    return bearer_client(users_service.user(OTHER_ID))
+
+
+@pytest.fixture
+def admin(users_service: UsersService) -> APIClient:
+    """Platform user 1, an admin according to the users service."""
+    return bearer_client(users_service.user(ADMIN_ID, admin=True))
+
+
+@pytest.fixture
+def staff(db: None, django_user_model: Any) -> APIClient:
+    """A staff service account with a DRF token (e.g. the grader)."""
+    account = django_user_model.objects.create_user("grader", is_staff=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=account).key}")
+    return client
+
+
+@pytest.fixture
+def non_staff(db: None, django_user_model: Any) -> APIClient:
+    """A Django account that is neither staff nor a platform user."""
+    account = django_user_model.objects.create_user("someone")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=account).key}")
+    return client

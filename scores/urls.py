@@ -1,0 +1,45 @@
+"""Routes of the scores API. Every route matches with and without a trailing slash."""
+
+from __future__ import annotations
+
+from django.urls import re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import Route, SimpleRouter
+
+from scores import views
+
+OPTIONAL_SLASH = "/?"
+
+
+class ScoresRouter(SimpleRouter):
+    """SimpleRouter with an optional trailing slash and the collection-level ``PATCH`` upsert."""
+
+    routes = [
+        route._replace(mapping={**route.mapping, "patch": "upsert"})
+        if isinstance(route, Route) and not route.detail
+        else route
+        for route in SimpleRouter.routes
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = OPTIONAL_SLASH
+
+
+router = ScoresRouter()
+router.register("scores", views.ScoreViewSet, basename="score")
+
+
+def optional_slash(route: str) -> str:
+    return rf"^{route}{OPTIONAL_SLASH}$"
+
+
+urlpatterns = [
+    re_path(optional_slash("scores/ping"), views.PingView.as_view(), name="ping"),
+    *router.urls,
+    re_path(optional_slash("health"), views.HealthView.as_view(), name="health"),
+    re_path(optional_slash("ready"), views.ReadyView.as_view(), name="ready"),
+    re_path(optional_slash("schema"), SpectacularAPIView.as_view(), name="schema"),
+    re_path(optional_slash("docs"), SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(optional_slash("redoc"), SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]

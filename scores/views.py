@@ -1,0 +1,281 @@
+"""HTTP endpoints. Views declare; the rules live in services, selectors and permissions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from scores.authentication import Caller, caller_of
+from scores.exceptions import Conflict, DatabaseUnavailable, json_error
+from scores.filters import ScoreFilter
+from scores.pagination import IdCursorPagination
+from scores.permissions import ensure_may_write, ensure_privileged, target_user_id
+from scores.schema import USER_ID_QUERY, error_responses, write_errors
+from scores.selectors import ScoreRow, score_for_caller, score_of_user, scores_visible_to
+from scores.serializers import (
+    ExerciseIdSerializer,
+    IdField,
+    PingSerializer,
+    ScoreCorrectSerializer,
+    ScoreSerializer,
+    ScoreUpdateSerializer,
+    ScoreWriteSerializer,
+    StatusSerializer,
+)
+from scores.services import ScoreExists, ScoreNotFound, WriteMode, score_delete, score_write
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def path_int(value: str) -> int | str:
+    """A path segment as an int when it is one, else unchanged (for the field's error)."""
+    return int(value) if value.isascii() and value.isdigit() else value
+
+
+def query_user_id(request: Request) -> int | None:
+    raw = request.query_params.get("user_id")
+    if raw is None:
+        return None
+    try:
+        return IdField().to_internal_value(path_int(raw))
+    except serializers.ValidationError as exc:
+        raise exceptions.ValidationError({"user_id": exc.detail}) from exc
+
+
+def score_response(score: ScoreRow, created: bool = False) -> Response:
+    return Response(score, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the scores visible to the caller",
+        responses={200: ScoreSerializer(many=True), **error_responses(400, 403)},
+    ),
+    create=extend_schema(
+        summary="Create a score",
+        request=ScoreWriteSerializer,
+        responses={201: ScoreSerializer, **write_errors(409)},
+    ),
+    upsert=extend_schema(
+        operation_id="scores_upsert",
+        summary="Create or update a score (upsert)",
+        request=ScoreWriteSerializer,
+        responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors()},
+    ),
+    retrieve=extend_schema(
+        summary="One score", responses={200: ScoreSerializer, **error_responses(403, 404)}
+    ),
+    update=extend_schema(
+        summary="Set a score's `correct`",
+        request=ScoreUpdateSerializer,
+        responses={200: ScoreSerializer, **write_errors(404)},
+    ),
+    partial_update=extend_schema(
+        summary="Set a score's `correct`",
+        request=ScoreUpdateSerializer,
+        responses={200: ScoreSerializer, **write_errors(404)},
+    ),
+    destroy=extend_schema(
+        summary="Delete a score (privileged callers)",
+        responses={204: OpenApiResponse(description="Deleted."), **error_responses(403, 404)},
+    ),
+)
+class ScoreViewSet(viewsets.GenericViewSet):
+    """Scores: one current result per (user, exercise)."""
+
+    serializer_class = ScoreSerializer
+    pagination_class = IdCursorPagination
+    filterset_class = ScoreFilter
+    lookup_value_regex = "[0-9]+"
+
+    def get_queryset(self) -> Any:
+        return scores_visible_to(self.caller)
+
+    @property
+    def caller(self) -> Caller:
+        return caller_of(self.request)
+
+    def _page(self, rows: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(rows))
+        return self.get_paginated_response(page)
+
+    def _visible(self, pk: str) -> ScoreRow:
+        score = score_for_caller(caller=self.caller, score_id=int(pk))
+        if score is None:
+            raise exceptions.NotFound("No such score.")
+        return score
+
+    def list(self, request: Request) -> Response:
+        return self._page(self.get_queryset())
+
+    def create(self, request: Request) -> Response:
+        caller = self.caller
+        ensure_may_write(caller)
+        data = validated(ScoreWriteSerializer, request.data)
+        user_id = target_user_id(caller, data.get("user_id"))
+        try:
+            result = score_write(
+                user_id=user_id,
+                exercise_id=data["exercise_id"],
+                correct=data["correct"],
+                mode=WriteMode.CREATE,
+            )
+        except ScoreExists as exc:
+            raise Conflict(
+                "A score for this user and exercise already exists; "
+                "PATCH /scores updates it (upsert)."
+            ) from exc
+        return score_response(result.score, created=True)
+
+    def upsert(self, request: Request) -> Response:
+        caller = self.caller
+        ensure_may_write(caller)
+        data = validated(ScoreWriteSerializer, request.data)
+        user_id = target_user_id(caller, data.get("user_id"))
+        result = score_write(
+            user_id=user_id, exercise_id=data["exercise_id"], correct=data["correct"]
+        )
+        return score_response(result.score, result.created)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return score_response(self._visible(pk))
+
+    def update(self, request: Request, pk: str) -> Response:
+        caller = self.caller
+        ensure_may_write(caller)
+        score = self._visible(pk)
+        data = validated(ScoreUpdateSerializer, request.data)
+        changed: dict[str, list[str]] = {
+            field: ["Cannot be changed: it identifies the score."]
+            for field in ("user_id", "exercise_id")
+            if field in data and data[field] != score[field]
+        }
+        if changed:
+            raise exceptions.ValidationError(changed)
+        try:
+            result = score_write(
+                user_id=score["user_id"],
+                exercise_id=score["exercise_id"],
+                correct=data["correct"],
+                mode=WriteMode.UPDATE,
+            )
+        except ScoreNotFound as exc:  # deleted since we looked
+            raise exceptions.NotFound("No such score.") from exc
+        return score_response(result.score)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        return self.update(request, pk)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        score = self._visible(pk)
+        ensure_privileged(self.caller)
+        if not score_delete(score_id=score["id"]):
+            raise exceptions.NotFound("No such score.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _own_user_id(self, request: Request) -> int:
+        """The user a /scores/user request is about: ?user_id= if given (visibility still
+        applies: a non-privileged caller sees nothing of others), else the caller."""
+        requested = query_user_id(request)
+        return target_user_id(self.caller, None) if requested is None else requested
+
+    @extend_schema(
+        summary="The caller's own scores",
+        parameters=[USER_ID_QUERY],
+        responses={200: ScoreSerializer(many=True), **error_responses(400, 403)},
+    )
+    @action(detail=False, methods=["get"], url_path="user")
+    def mine(self, request: Request) -> Response:
+        user_id = self._own_user_id(request)
+        return self._page(scores_visible_to(self.caller).filter(user_id=user_id))
+
+    @extend_schema(
+        methods=["GET"],
+        summary="The caller's score for one exercise",
+        parameters=[USER_ID_QUERY],
+        responses={200: ScoreSerializer, **error_responses(400, 403, 404)},
+    )
+    @extend_schema(
+        methods=["PUT"],
+        summary="Create or update the caller's score for one exercise (upsert)",
+        request=ScoreCorrectSerializer,
+        responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors()},
+    )
+    @action(detail=False, methods=["get", "put"], url_path=r"user/(?P<exercise_id>[^/]+)")
+    def mine_for_exercise(self, request: Request, exercise_id: str) -> Response:
+        exercise = validated(ExerciseIdSerializer, {"exercise_id": path_int(exercise_id)})
+        caller = self.caller
+        if request.method == "PUT":
+            ensure_may_write(caller)
+            data = validated(ScoreCorrectSerializer, request.data)
+            user_id = target_user_id(caller, data.get("user_id", query_user_id(request)))
+            result = score_write(
+                user_id=user_id, exercise_id=exercise["exercise_id"], correct=data["correct"]
+            )
+            return score_response(result.score, result.created)
+        user_id = self._own_user_id(request)
+        score = None
+        if caller.privileged or user_id == caller.user_id:
+            score = score_of_user(user_id=user_id, exercise_id=exercise["exercise_id"])
+        if score is None:
+            raise exceptions.NotFound("No score for this exercise.")
+        return score_response(score)
+
+
+class PublicView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+
+class PingView(PublicView):
+    """The old service's health check."""
+
+    @extend_schema(summary="Ping (the old health check)", responses={200: PingSerializer})
+    def get(self, request: Request) -> Response:
+        return Response({"status": "success", "message": "pong!"})
+
+
+class HealthView(PublicView):
+    throttle_classes: list[Any] = []
+
+    @extend_schema(summary="Liveness: the process answers", responses={200: StatusSerializer})
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+class ReadyView(PublicView):
+    throttle_classes: list[Any] = []
+
+    @extend_schema(
+        summary="Readiness: the database answers",
+        responses={200: StatusSerializer, **error_responses()},
+    )
+    def get(self, request: Request) -> Response:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as exc:
+            raise DatabaseUnavailable() from exc
+        return Response({"status": "ok"})
+
+
+def route_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Unknown routes (and Django's own 404 handler): the API's JSON error, never HTML."""
+    return json_error(404, "Not found.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return json_error(500, "Internal server error.")
