@@ -13,7 +13,8 @@ from scores.models import MAX_ID
 
 @extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
 class IdField(serializers.Field):
-    """A JSON integer from 1 to 2147483647; strings, floats and booleans are refused."""
+    """A JSON number with an integral value from 1 to 2147483647 (``5`` or ``5.0``, as JavaScript
+    clients may send); strings, fractions and booleans are refused."""
 
     default_error_messages = {
         "invalid": "Must be an integer.",
@@ -21,6 +22,8 @@ class IdField(serializers.Field):
     }
 
     def to_internal_value(self, data: Any) -> int:
+        if type(data) is float and data.is_integer():
+            data = int(data)
         if type(data) is not int:
             self.fail("invalid")
         if not 1 <= data <= MAX_ID:
