@@ -174,9 +174,12 @@ def _verdict(status: int, body: bytes) -> PlatformUser | None:
         raise UsersServiceUnavailable() from exc
     if not isinstance(payload, dict):
         raise UsersServiceUnavailable()
-    data = payload.get("data")
-    if payload.get("status") != "success" or not isinstance(data, dict):
+    if payload.get("status") != "success":
         return None
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        logger.warning("users service answered success without user data")
+        raise UsersServiceUnavailable()
     if data.get("active") is not True:
         return None
     user_id = data.get("id")

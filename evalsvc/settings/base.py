@@ -136,8 +136,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["scores.parsers.ORJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "scores.throttling.UserRateThrottle",
+        "scores.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("THROTTLE_RATE_USER", default="6000/min"),

@@ -5,4 +5,4 @@ from .base import SQLITE_URL, database, env
 
 DEBUG = True
 SECRET_KEY = env.str("SECRET_KEY", default="development-only-not-secret")
-DATABASES = {"default": database(env.str("DATABASE_URL", default=SQLITE_URL))}
+DATABASES = {"default": database(env.str("DATABASE_URL", default="") or SQLITE_URL)}

@@ -8,7 +8,7 @@ TESTING = True  # names the environment, as the old config did; no code path rea
 SECRET_KEY = env.str("SECRET_KEY", default="testing-only-not-secret")
 DATABASES = {
     "default": database(
-        env.str("DATABASE_TEST_URL", default=f"sqlite:///{BASE_DIR / 'db.test.sqlite3'}")
+        env.str("DATABASE_TEST_URL", default="") or f"sqlite:///{BASE_DIR / 'db.test.sqlite3'}"
     )
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
