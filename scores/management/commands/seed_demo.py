@@ -1,0 +1,40 @@
+"""Fill an empty database with demo scores (users x exercises), through the write service."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from scores.models import Score
+from scores.services import score_write
+
+
+class Command(BaseCommand):
+    help = "Seed demo scores for USERS users x EXERCISES exercises; does nothing if scores exist."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--users", type=int, default=20, help="number of users (default 20)")
+        parser.add_argument(
+            "--exercises", type=int, default=10, help="number of exercises (default 10)"
+        )
+        parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+
+    def handle(self, *args: Any, users: int, exercises: int, seed: int, **options: Any) -> None:
+        if Score.objects.exists():
+            self.stdout.write("Scores exist already; demo data left as it is.")
+            return
+        rng = random.Random(seed)  # noqa: S311 (demo data, not security)
+        written = 0
+        for user_id in range(1, users + 1):
+            skill = rng.random()
+            for exercise_id in range(1, exercises + 1):
+                if rng.random() < 0.8:  # not everyone attempted everything
+                    score_write(
+                        user_id=user_id,
+                        exercise_id=exercise_id,
+                        correct=rng.random() < skill,
+                    )
+                    written += 1
+        self.stdout.write(self.style.SUCCESS(f"Seeded {written} demo scores."))
