@@ -581,3 +581,11 @@ def test_query_budget_of_list_retrieve_and_upsert(user, mine, django_assert_max_
     with django_assert_max_num_queries(1):
         response = user.patch("/scores", {"exercise_id": 7, "correct": True}, format="json")
         assert response.status_code == 200
+
+
+def test_schema_is_valid_openapi_without_generator_warnings(tmp_path) -> None:
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yml"))
+
+    assert "/scores/user/{exercise_id}" in (tmp_path / "s.yml").read_text()
