@@ -6,7 +6,7 @@ from .base import database, env, require
 DEBUG = False
 SECRET_KEY = require("SECRET_KEY")
 DATABASES = {"default": database(require("DATABASE_URL"))}
-ALLOWED_HOSTS = require("ALLOWED_HOSTS").split(",")
+ALLOWED_HOSTS = [host.strip() for host in require("ALLOWED_HOSTS").split(",") if host.strip()]
 
 # --- HTTPS (TLS is terminated by the proxy in front, which sets X-Forwarded-Proto) ---------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
