@@ -74,9 +74,8 @@ def _statement(mode: WriteMode) -> str:
 
 
 def _as_datetime(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    parsed = parse_datetime(value)  # SQLite returns text to a raw cursor
+    """A stored timestamp as an aware datetime (SQLite hands a raw cursor naive values or text)."""
+    parsed = value if isinstance(value, datetime) else parse_datetime(value)
     if parsed is None:
         raise ValueError(f"not a timestamp: {value!r}")
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
