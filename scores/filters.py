@@ -6,7 +6,7 @@ import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from scores.models import MAX_ID, Score
+from scores.models import MAX_ID, ExerciseStats, Score
 
 
 class IdFilter(django_filters.NumberFilter):
@@ -44,3 +44,11 @@ class ScoreFilter(django_filters.FilterSet):
     class Meta:
         model = Score
         fields = ["user_id", "exercise_id", "correct", "updated_after", "updated_before"]
+
+
+class ExerciseStatsFilter(django_filters.FilterSet):
+    exercise_id = IdFilter(help_text="Only this exercise.")
+
+    class Meta:
+        model = ExerciseStats
+        fields = ["exercise_id"]

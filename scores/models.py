@@ -39,10 +39,39 @@ class Score(models.Model):
             ),
         ]
         indexes = [
-            # Lists and admin filtered by exercise (exercise_id is not a leading column above).
-            models.Index(fields=["exercise_id"], name="scores_exercise_id_idx"),
+            # ?exercise_id= lists (and the admin's search): the rows of one exercise already in
+            # id order, so a cursor page reads page_size index entries, not the exercise's rows.
+            models.Index(fields=["exercise_id", "id"], name="scores_exercise_id_id_idx"),
+            # ?updated_after= / ?updated_before= and the admin's date filter and hierarchy.
+            models.Index(fields=["updated_at"], name="scores_updated_at_idx"),
         ]
 
     def __str__(self) -> str:
         verdict = "correct" if self.correct else "incorrect"
         return f"user {self.user_id} / exercise {self.exercise_id}: {verdict}"
+
+
+STATS_SHARDS = 16
+
+
+class ExerciseStats(models.Model):
+    """Per-exercise counters, maintained by database triggers on ``scores`` in the statement that
+    changes a score (see migration 0002), so reading the statistics never scans ``scores``.
+
+    Each exercise's counters are split over ``STATS_SHARDS`` rows (``shard = user_id % 16``):
+    concurrent writers of different users rarely touch the same row, so the counters do not
+    serialize writes to a popular exercise. Read them summed per exercise.
+    """
+
+    pk = models.CompositePrimaryKey("exercise_id", "shard")
+    exercise_id = models.IntegerField()
+    shard = models.SmallIntegerField()
+    attempted = models.BigIntegerField(default=0)  # users with a score
+    correct = models.BigIntegerField(default=0)  # users whose score is correct
+
+    class Meta:
+        db_table = "exercise_stats"
+        verbose_name_plural = "exercise stats"
+
+    def __str__(self) -> str:
+        return f"exercise {self.exercise_id} shard {self.shard}: {self.correct}/{self.attempted}"

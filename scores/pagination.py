@@ -28,3 +28,7 @@ class IdCursorPagination(CursorPagination):
             return super().decode_cursor(request)
         except exceptions.NotFound as exc:
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
+
+
+class ExerciseCursorPagination(IdCursorPagination):
+    ordering = "exercise_id"

@@ -3,13 +3,15 @@ rendered straight to JSON)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from scores.authentication import Caller
-from scores.models import Score
+from scores.models import ExerciseStats, Score
 
 SCORE_FIELDS = ("id", "user_id", "exercise_id", "correct", "created_at", "updated_at")
 MAX_PK = 2**63 - 1
@@ -45,3 +47,52 @@ def score_of_user(*, user_id: int, exercise_id: int) -> ScoreRow | None:
     """The score of one (user, exercise), or None."""
     rows = Score.objects.order_by().values(*SCORE_FIELDS)
     return rows.filter(user_id=user_id, exercise_id=exercise_id).first()
+
+
+def user_summary(*, user_id: int) -> dict[str, Any]:
+    """Progress of one user: a scan of their rows through the (user_id, exercise_id) index."""
+    totals = Score.objects.filter(user_id=user_id).aggregate(
+        attempted=Count("id"), correct=Count("id", filter=Q(correct=True)), last=Max("updated_at")
+    )
+    return {
+        "user_id": user_id,
+        "attempted": totals["attempted"],
+        "correct": totals["correct"],
+        "incorrect": totals["attempted"] - totals["correct"],
+        "last_updated_at": totals["last"],
+    }
+
+
+def exercise_stats() -> QuerySet[ExerciseStats, dict[str, Any]]:
+    """Per-exercise counters summed over their shards (never a scan of ``scores``); exercises
+    with no score left are omitted. Rows lack ``success_rate``: see ``with_success_rate``."""
+    return (
+        ExerciseStats.objects.order_by()
+        .values("exercise_id")
+        .annotate(attempted=Sum("attempted"), correct=Sum("correct"))
+        .filter(attempted__gt=0)
+    )
+
+
+def with_success_rate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "success_rate": round(row["correct"] / row["attempted"], 4)} for row in rows]
+
+
+EXPORT_FIELDS = SCORE_FIELDS
+EXPORT_BATCH = 5000
+
+
+def scores_for_export(rows: QuerySet[Score, Any]) -> Iterator[tuple[Any, ...]]:
+    """Every row of ``rows`` as a tuple of ``EXPORT_FIELDS``, in id order, in constant memory.
+
+    A server-side cursor streams them; where those are disabled (PgBouncer in transaction mode:
+    ``DISABLE_SERVER_SIDE_CURSORS``) keyset batches by id do.
+    """
+    ordered = rows.order_by("id").values_list(*EXPORT_FIELDS)
+    if not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        yield from ordered.iterator(chunk_size=EXPORT_BATCH)
+        return
+    last_id = 0
+    while batch := list(ordered.filter(id__gt=last_id)[:EXPORT_BATCH]):
+        yield from batch
+        last_id = batch[-1][0]

@@ -11,24 +11,53 @@ from rest_framework import serializers
 from scores.models import MAX_ID
 
 
+class InvalidValue(ValueError):
+    """A value a field refuses; the message says why."""
+
+
+ID_INVALID = "Must be an integer."
+ID_OUT_OF_RANGE = f"Must be an integer from 1 to {MAX_ID}."
+BOOLEAN_INVALID = "Must be a boolean (true or false)."
+
+
+def parse_id(value: Any) -> int:
+    """A JSON number with an integral value from 1 to 2147483647 (``5`` or ``5.0``, as JavaScript
+    clients may send); strings, fractions and booleans are refused.
+
+    Raises:
+        InvalidValue: anything else.
+    """
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is not int:
+        raise InvalidValue(ID_INVALID)
+    if not 1 <= value <= MAX_ID:
+        raise InvalidValue(ID_OUT_OF_RANGE)
+    return value
+
+
+def parse_correct(value: Any) -> bool:
+    """A JSON boolean (or 0/1); null, other numbers and strings are refused.
+
+    Raises:
+        InvalidValue: anything else.
+    """
+    if value is True or value is False:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise InvalidValue(BOOLEAN_INVALID)
+
+
 @extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
 class IdField(serializers.Field):
-    """A JSON number with an integral value from 1 to 2147483647 (``5`` or ``5.0``, as JavaScript
-    clients may send); strings, fractions and booleans are refused."""
-
-    default_error_messages = {
-        "invalid": "Must be an integer.",
-        "out_of_range": f"Must be an integer from 1 to {MAX_ID}.",
-    }
+    """See ``parse_id``."""
 
     def to_internal_value(self, data: Any) -> int:
-        if type(data) is float and data.is_integer():
-            data = int(data)
-        if type(data) is not int:
-            self.fail("invalid")
-        if not 1 <= data <= MAX_ID:
-            self.fail("out_of_range")
-        return data
+        try:
+            return parse_id(data)
+        except InvalidValue as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
     def to_representation(self, value: int) -> int:
         return value
@@ -36,16 +65,13 @@ class IdField(serializers.Field):
 
 @extend_schema_field({"type": "boolean"})
 class StrictBooleanField(serializers.Field):
-    """A JSON boolean (or 0/1); null, other numbers and strings are refused."""
-
-    default_error_messages = {"invalid": "Must be a boolean (true or false)."}
+    """See ``parse_correct``."""
 
     def to_internal_value(self, data: Any) -> bool:
-        if data is True or data is False:
-            return data
-        if type(data) is int and data in (0, 1):
-            return bool(data)
-        self.fail("invalid")
+        try:
+            return parse_correct(data)
+        except InvalidValue as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
     def to_representation(self, value: bool) -> bool:
         return value
@@ -100,14 +126,50 @@ class ExerciseIdSerializer(serializers.Serializer):
     exercise_id = IdField()
 
 
+class BulkItemSerializer(serializers.Serializer):
+    user_id = IdField()
+    exercise_id = IdField()
+    correct = StrictBooleanField()
+
+
+class BulkSerializer(serializers.Serializer):
+    """Body of ``POST /scores/bulk`` (validated by ``scores.services.parse_bulk``, not by DRF:
+    a thousand items through DRF fields would cost more than writing them)."""
+
+    scores = BulkItemSerializer(
+        many=True, help_text="1 to 1000 scores, each (user, exercise) once."
+    )
+
+
+class BulkResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+
+
+class SummarySerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    attempted = serializers.IntegerField(help_text="Exercises with a score.")
+    correct = serializers.IntegerField()
+    incorrect = serializers.IntegerField()
+    last_updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class ExerciseStatsSerializer(serializers.Serializer):
+    exercise_id = serializers.IntegerField()
+    attempted = serializers.IntegerField(help_text="Users with a score for the exercise.")
+    correct = serializers.IntegerField(help_text="Users whose score is correct.")
+    success_rate = serializers.FloatField(help_text="correct / attempted, rounded to 4 places.")
+
+
 class ErrorSerializer(serializers.Serializer):
     """Every error response."""
 
     detail = serializers.CharField()
     errors = serializers.DictField(  # type: ignore[assignment]  # schema only, never validated
-        child=serializers.ListField(child=serializers.CharField()),
         required=False,
-        help_text="Validation errors per field (non-field problems under non_field_errors).",
+        help_text="Validation errors: field name -> list of messages (non-field problems under "
+        "non_field_errors); the items of a list are keyed by their index, e.g. "
+        '{"scores": {"3": {"user_id": ["Must be an integer."]}}}.',
     )
 
 
@@ -118,3 +180,64 @@ class PingSerializer(serializers.Serializer):
 
 class StatusSerializer(serializers.Serializer):
     status = serializers.CharField()
+
+
+BULK_MAX = 1000
+
+
+def parse_bulk(data: Any) -> list[tuple[int, int, bool]]:
+    """The (user_id, exercise_id, correct) items of a bulk body, validated like single writes.
+
+    Raises:
+        ValidationError: keyed ``{"scores": {"<index>": {"<field>": [...]}}}`` for bad items and
+            repeated (user, exercise) pairs, or ``{"scores": [...]}`` for a bad list.
+    """
+    if not isinstance(data, dict):
+        raise serializers.ValidationError(
+            {"non_field_errors": [f"Expected an object, got {type(data).__name__}."]}
+        )
+    items = data.get("scores")
+    if not isinstance(items, list):
+        message = "This field is required." if items is None else "Expected a list of scores."
+        raise serializers.ValidationError({"scores": [message]})
+    if len(items) > BULK_MAX:
+        raise serializers.ValidationError(
+            {"scores": [f"At most {BULK_MAX} scores per request (got {len(items)}): split it."]}
+        )
+    errors: dict[str, dict[str, list[str]]] = {}
+    first_index: dict[tuple[int, int], int] = {}
+    parsed: list[tuple[int, int, bool]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors[str(index)] = {"non_field_errors": ["Expected an object."]}
+            continue
+        fields: dict[str, Any] = {}
+        problems: dict[str, list[str]] = {}
+        for name, parse in (
+            ("user_id", parse_id),
+            ("exercise_id", parse_id),
+            ("correct", parse_correct),
+        ):
+            if name not in item:
+                problems[name] = ["This field is required."]
+            elif item[name] is None:
+                problems[name] = ["This field may not be null."]
+            else:
+                try:
+                    fields[name] = parse(item[name])
+                except InvalidValue as exc:
+                    problems[name] = [str(exc)]
+        if problems:
+            errors[str(index)] = problems
+            continue
+        key = (fields["user_id"], fields["exercise_id"])
+        if key in first_index:
+            errors[str(index)] = {
+                "non_field_errors": [f"Same user_id and exercise_id as item {first_index[key]}."]
+            }
+            continue
+        first_index[key] = index
+        parsed.append((fields["user_id"], fields["exercise_id"], fields["correct"]))
+    if errors:
+        raise serializers.ValidationError({"scores": errors})
+    return parsed

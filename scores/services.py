@@ -8,6 +8,7 @@ concurrent upserts of one (user, exercise) leave exactly one row and raise no er
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,22 +43,19 @@ class ScoreWrite:
     created: bool
 
 
-# Statements are assembled once from constants (table and column names); every value is a
-# bound parameter.
-_INSERT = (
-    "INSERT INTO scores (user_id, exercise_id, correct, created_at, updated_at) "
-    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, exercise_id) "
-)
-_UPSERT_SET = "DO UPDATE SET correct = excluded.correct, updated_at = excluded.updated_at "
-_RETURNING = "RETURNING id, user_id, exercise_id, correct, created_at, updated_at"
+_COLUMNS = "id, user_id, exercise_id, correct, created_at, updated_at"
 _UPDATE = (
     "UPDATE scores SET correct = %s, updated_at = %s WHERE user_id = %s AND exercise_id = %s "
     "RETURNING id, user_id, exercise_id, correct, created_at, updated_at, false"
 )
+_ON_CONFLICT = {
+    WriteMode.CREATE: "DO NOTHING",
+    WriteMode.UPSERT: "DO UPDATE SET correct = excluded.correct, updated_at = excluded.updated_at",
+}
 
 
 def _created_flag() -> str:
-    """SQL telling whether the returned row was inserted by this statement.
+    """SQL telling whether a returned row was inserted by this statement.
 
     PostgreSQL: a freshly inserted row version has no deleting transaction (``xmax = 0``).
     SQLite (the zero-setup default) has no xmax; there a row was inserted iff both timestamps
@@ -66,11 +64,15 @@ def _created_flag() -> str:
     return "(xmax = 0)" if connection.vendor == "postgresql" else "(created_at = updated_at)"
 
 
-def _statement(mode: WriteMode) -> str:
-    if mode is WriteMode.UPDATE:
-        return _UPDATE
-    on_conflict = "DO NOTHING " if mode is WriteMode.CREATE else _UPSERT_SET
-    return _INSERT + on_conflict + _RETURNING + ", " + _created_flag()
+def _insert(rows: int, mode: WriteMode, returning: str) -> str:
+    """``INSERT … ON CONFLICT`` of ``rows`` scores; table and column names are constants and
+    every value is a bound parameter (five per row)."""
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * rows)
+    return (
+        "INSERT INTO scores (user_id, exercise_id, correct, created_at, updated_at) "  # noqa: S608
+        f"VALUES {values} ON CONFLICT (user_id, exercise_id) {_ON_CONFLICT[mode]} "
+        f"RETURNING {returning}, {_created_flag()}"
+    )
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -101,16 +103,39 @@ def score_write(
         ScoreNotFound: ``mode`` is UPDATE and there is no such score.
     """
     now = timezone.now()
-    if mode is WriteMode.UPDATE:
-        params: list[Any] = [correct, now, user_id, exercise_id]
-    else:
-        params = [user_id, exercise_id, correct, now, now]
     with connection.cursor() as cursor:
-        cursor.execute(_statement(mode), params)
+        if mode is WriteMode.UPDATE:
+            cursor.execute(_UPDATE, [correct, now, user_id, exercise_id])
+        else:
+            cursor.execute(_insert(1, mode, _COLUMNS), [user_id, exercise_id, correct, now, now])
         result = cursor.fetchone()
     if result is None:
         raise ScoreExists() if mode is WriteMode.CREATE else ScoreNotFound()
     return ScoreWrite(score=_row(result[:-1]), created=bool(result[-1]))
+
+
+@dataclass(frozen=True)
+class BulkWrite:
+    created: int
+    updated: int
+
+
+def scores_upsert_many(*, items: Sequence[tuple[int, int, bool]]) -> BulkWrite:
+    """Upsert many (user_id, exercise_id, correct) in one statement: all or nothing.
+
+    Items must name each (user, exercise) once (``parse_bulk`` checks it). They are written in
+    key order, so concurrent batches lock rows in the same order and cannot deadlock.
+    """
+    if not items:
+        return BulkWrite(created=0, updated=0)
+    now = timezone.now()
+    params: list[Any] = []
+    for user_id, exercise_id, correct in sorted(items):
+        params += (user_id, exercise_id, correct, now, now)
+    with connection.cursor() as cursor:
+        cursor.execute(_insert(len(items), WriteMode.UPSERT, "id"), params)
+        created = sum(1 for _, inserted in cursor.fetchall() if inserted)
+    return BulkWrite(created=created, updated=len(items) - created)
 
 
 def score_delete(*, score_id: int) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -15,15 +16,29 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from scores.authentication import Caller, caller_of
+from scores.csv_export import csv_chunks
 from scores.exceptions import Conflict, DatabaseUnavailable, json_error
-from scores.filters import ScoreFilter
+from scores.filters import ExerciseStatsFilter, ScoreFilter
 from scores.models import Score
-from scores.pagination import IdCursorPagination
+from scores.negotiation import FirstRendererNegotiation
+from scores.pagination import ExerciseCursorPagination, IdCursorPagination
 from scores.permissions import ensure_may_write, ensure_privileged, target_user_id
 from scores.schema import USER_ID_QUERY, error_responses, write_errors
-from scores.selectors import ScoreRow, score_for_caller, score_of_user, scores_visible_to
+from scores.selectors import (
+    ScoreRow,
+    exercise_stats,
+    score_for_caller,
+    score_of_user,
+    scores_for_export,
+    scores_visible_to,
+    user_summary,
+    with_success_rate,
+)
 from scores.serializers import (
+    BulkResultSerializer,
+    BulkSerializer,
     ExerciseIdSerializer,
+    ExerciseStatsSerializer,
     IdField,
     PingSerializer,
     ScoreCorrectSerializer,
@@ -31,8 +46,17 @@ from scores.serializers import (
     ScoreUpdateSerializer,
     ScoreWriteSerializer,
     StatusSerializer,
+    SummarySerializer,
+    parse_bulk,
 )
-from scores.services import ScoreExists, ScoreNotFound, WriteMode, score_delete, score_write
+from scores.services import (
+    ScoreExists,
+    ScoreNotFound,
+    WriteMode,
+    score_delete,
+    score_write,
+    scores_upsert_many,
+)
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -97,6 +121,8 @@ class ScoreViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[0-9]+"
 
     def get_queryset(self) -> Any:
+        if self.action == "stats":
+            return exercise_stats()
         if getattr(self, "swagger_fake_view", False):  # schema generation: no caller
             return Score.objects.none()
         return scores_visible_to(self.caller)
@@ -236,6 +262,69 @@ class ScoreViewSet(viewsets.GenericViewSet):
         if score is None:
             raise exceptions.NotFound("No score for this exercise.")
         return score_response(score)
+
+    @extend_schema(
+        summary="Progress of one user",
+        parameters=[USER_ID_QUERY],
+        responses={200: SummarySerializer, **error_responses(400, 403)},
+    )
+    @action(detail=False, methods=["get"], url_path="summary")
+    def summary(self, request: Request) -> Response:
+        caller = self.caller
+        user_id = self._own_user_id(request)
+        if user_id != caller.user_id and not caller.privileged:
+            raise exceptions.PermissionDenied("You may only read and write your own scores.")
+        return Response(user_summary(user_id=user_id))
+
+    @extend_schema(
+        summary="Statistics per exercise",
+        responses={200: ExerciseStatsSerializer(many=True), **error_responses(400, 403)},
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="stats/exercises",
+        pagination_class=ExerciseCursorPagination,
+        filterset_class=ExerciseStatsFilter,
+    )
+    def stats(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(with_success_rate(page or []))
+
+    @extend_schema(
+        summary="Upsert up to 1000 scores in one transaction (privileged callers)",
+        request=BulkSerializer,
+        responses={200: BulkResultSerializer, **write_errors()},
+    )
+    @action(detail=False, methods=["post"], url_path="bulk")
+    def bulk(self, request: Request) -> Response:
+        ensure_privileged(self.caller)
+        result = scores_upsert_many(items=parse_bulk(request.data))
+        return Response({"created": result.created, "updated": result.updated})
+
+    @extend_schema(
+        summary="The list's scores as CSV, streamed (privileged callers)",
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="Header id,user_id,exercise_id,correct,created_at,updated_at.",
+            ),
+            **error_responses(400, 403),
+        },
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path=r"export\.csv",
+        url_name="export",
+        content_negotiation_class=FirstRendererNegotiation,
+    )
+    def export(self, request: Request) -> StreamingHttpResponse:
+        ensure_privileged(self.caller)
+        rows = scores_for_export(self.filter_queryset(self.get_queryset()))
+        response = StreamingHttpResponse(csv_chunks(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="scores.csv"'
+        return response
 
 
 class PublicView(APIView):

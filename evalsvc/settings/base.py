@@ -90,6 +90,11 @@ def database(url: str) -> dict[str, object]:
     if config["ENGINE"] == "django.db.backends.postgresql":
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
+        # Behind PgBouncer in transaction mode server-side cursors do not survive; the CSV
+        # export then reads in keyset batches instead.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+            "DISABLE_SERVER_SIDE_CURSORS", default=False
+        )
     return config
 
 

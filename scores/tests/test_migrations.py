@@ -40,7 +40,8 @@ INDEXES = {
     # name: (columns, unique)
     "scores_pkey": (["id"], True),
     "scores_user_exercise_uniq": (["user_id", "exercise_id"], True),
-    "scores_exercise_id_idx": (["exercise_id"], False),
+    "scores_exercise_id_id_idx": (["exercise_id", "id"], False),
+    "scores_updated_at_idx": (["updated_at"], False),
 }
 
 
@@ -100,7 +101,7 @@ def test_the_scores_table_has_exactly_the_key_uniqueness_and_positive_id_constra
 
 @postgresql_only
 @pytest.mark.django_db
-def test_the_scores_table_is_indexed_by_id_by_user_and_exercise_and_by_exercise() -> None:
+def test_the_scores_table_is_indexed_by_id_by_user_and_exercise_by_exercise_and_by_update_time() -> None:
     assert indexes() == INDEXES
 
 
