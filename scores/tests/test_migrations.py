@@ -101,7 +101,7 @@ def test_the_scores_table_has_exactly_the_key_uniqueness_and_positive_id_constra
 
 @postgresql_only
 @pytest.mark.django_db
-def test_the_scores_table_is_indexed_by_id_by_user_and_exercise_by_exercise_and_by_update_time() -> None:
+def test_the_scores_table_has_exactly_the_chosen_indexes() -> None:
     assert indexes() == INDEXES
 
 
