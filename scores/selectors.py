@@ -3,12 +3,14 @@ rendered straight to JSON)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from scores.authentication import Caller
 from scores.models import ExerciseStats, Score
@@ -36,17 +38,53 @@ def scores_visible_to(caller: Caller) -> QuerySet[Score, dict]:
     return rows.filter(user_id=caller.user_id)
 
 
+def _as_datetime(value: Any) -> datetime:
+    """A stored timestamp as an aware datetime (SQLite hands a raw cursor naive values or text)."""
+    parsed = value if isinstance(value, datetime) else parse_datetime(value)
+    if parsed is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+
+
+def score_row(values: Sequence[Any]) -> ScoreRow:
+    """A score from a raw cursor's row of ``SCORE_FIELDS``."""
+    id_, user_id, exercise_id, correct, created_at, updated_at = values
+    return {
+        "id": id_,
+        "user_id": user_id,
+        "exercise_id": exercise_id,
+        "correct": bool(correct),
+        "created_at": _as_datetime(created_at),
+        "updated_at": _as_datetime(updated_at),
+    }
+
+
+# One-row lookups are on every hot path (get-one, by exercise, update): plain SQL, no ORM
+# query compilation.
+_SELECT = "SELECT id, user_id, exercise_id, correct, created_at, updated_at FROM scores WHERE "
+
+
+def _one(where: str, params: Sequence[Any]) -> ScoreRow | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_SELECT + where, params)
+        row = cursor.fetchone()
+    return None if row is None else score_row(row)
+
+
 def score_for_caller(*, caller: Caller, score_id: int) -> ScoreRow | None:
     """One score by id if the caller may see it (another user's score is simply absent)."""
     if not 0 < score_id <= MAX_PK:
         return None
-    return scores_visible_to(caller).filter(id=score_id).first()  # type: ignore[return-value]
+    if caller.privileged:
+        return _one("id = %s", [score_id])
+    if caller.user_id is None:
+        return None
+    return _one("id = %s AND user_id = %s", [score_id, caller.user_id])
 
 
 def score_of_user(*, user_id: int, exercise_id: int) -> ScoreRow | None:
     """The score of one (user, exercise), or None."""
-    rows = Score.objects.order_by().values(*SCORE_FIELDS)
-    return rows.filter(user_id=user_id, exercise_id=exercise_id).first()
+    return _one("user_id = %s AND exercise_id = %s", [user_id, exercise_id])
 
 
 def user_summary(*, user_id: int) -> dict[str, Any]:

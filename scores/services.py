@@ -10,15 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from scores.models import Score
-from scores.selectors import SCORE_FIELDS, ScoreRow
+from scores.selectors import ScoreRow, score_row
 
 
 class WriteMode(enum.Enum):
@@ -75,22 +73,6 @@ def _insert(rows: int, mode: WriteMode, returning: str) -> str:
     )
 
 
-def _as_datetime(value: Any) -> datetime:
-    """A stored timestamp as an aware datetime (SQLite hands a raw cursor naive values or text)."""
-    parsed = value if isinstance(value, datetime) else parse_datetime(value)
-    if parsed is None:
-        raise ValueError(f"not a timestamp: {value!r}")
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
-
-
-def _row(values: tuple[Any, ...]) -> ScoreRow:
-    row = dict(zip(SCORE_FIELDS, values, strict=True))
-    row["correct"] = bool(row["correct"])
-    row["created_at"] = _as_datetime(row["created_at"])
-    row["updated_at"] = _as_datetime(row["updated_at"])
-    return row  # type: ignore[return-value]
-
-
 def score_write(
     *, user_id: int, exercise_id: int, correct: bool, mode: WriteMode = WriteMode.UPSERT
 ) -> ScoreWrite:
@@ -111,7 +93,7 @@ def score_write(
         result = cursor.fetchone()
     if result is None:
         raise ScoreExists() if mode is WriteMode.CREATE else ScoreNotFound()
-    return ScoreWrite(score=_row(result[:-1]), created=bool(result[-1]))
+    return ScoreWrite(score=score_row(result[:-1]), created=bool(result[-1]))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 # The spec's spelling of the per-process cache URL (django-environ calls it locmemcache://).
 environ.Env.CACHE_SCHEMES.setdefault("locmem", "django.core.cache.backends.locmem.LocMemCache")
+# redis:// and rediss:// use Django's Redis backend with its clients reused (scores/cache.py).
+for _scheme in ("redis", "rediss", "rediscache"):
+    environ.Env.CACHE_SCHEMES[_scheme] = "scores.cache.RedisCache"
 
 
 def require(name: str) -> str:
@@ -117,6 +120,9 @@ WHITENOISE_USE_FINDERS = True
 
 # --- Cache (token verdicts, throttling) -----------------------------------------------------
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmem://")}
+if "OPTIONS" in CACHES["default"] and CACHES["default"]["BACKEND"] == "scores.cache.RedisCache":
+    # django-environ upper-cases options of backends it does not know; these are redis-py's.
+    CACHES["default"]["OPTIONS"] = {k.lower(): v for k, v in CACHES["default"]["OPTIONS"].items()}
 
 # --- Security -------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -197,7 +197,7 @@ def redis_cache(settings: Any, redis_server: redis.Redis) -> Iterator[str]:
     prefix = f"evalsvc-test-{uuid.uuid4().hex}"
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "scores.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": prefix,
         }
@@ -618,7 +618,7 @@ def test_on_redis_a_rejected_token_is_remembered_too(
 def unreachable_redis_cache(settings: Any, closed_port: int) -> None:
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "scores.cache.RedisCache",
             "LOCATION": f"redis://127.0.0.1:{closed_port}/15",
         }
     }

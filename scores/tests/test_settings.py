@@ -215,7 +215,7 @@ def test_the_deployment_checks_of_production_identify_no_issues_at_all() -> None
         pytest.param(
             "redis://127.0.0.1:6379/3",
             {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "BACKEND": "scores.cache.RedisCache",
                 "LOCATION": "redis://127.0.0.1:6379/3",
             },
             id="redis",
