@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from django.db import connection
+from django.db import connections, router
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -65,7 +65,7 @@ _SELECT = "SELECT id, user_id, exercise_id, correct, created_at, updated_at FROM
 
 
 def _one(where: str, params: Sequence[Any]) -> ScoreRow | None:
-    with connection.cursor() as cursor:
+    with connections[router.db_for_read(Score)].cursor() as cursor:
         cursor.execute(_SELECT + where, params)
         row = cursor.fetchone()
     return None if row is None else score_row(row)
@@ -127,7 +127,7 @@ def scores_for_export(rows: QuerySet[Score, Any]) -> Iterator[tuple[Any, ...]]:
     ``DISABLE_SERVER_SIDE_CURSORS``) keyset batches by id do.
     """
     ordered = rows.order_by("id").values_list(*EXPORT_FIELDS)
-    if not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+    if not connections[ordered.db].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
         yield from ordered.iterator(chunk_size=EXPORT_BATCH)
         return
     last_id = 0

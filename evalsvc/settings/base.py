@@ -101,6 +101,24 @@ def database(url: str) -> dict[str, object]:
     return config
 
 
+def replica_databases() -> dict[str, dict[str, object]]:
+    """The ``replica`` alias and its router when DATABASE_REPLICA_URL is set (see
+    scores/routers.py), else nothing."""
+    url = env.str("DATABASE_REPLICA_URL", default="")
+    if not url:
+        return {}
+    return {"replica": {**database(url), "TEST": {"MIRROR": "default"}}}
+
+
+REPLICA_STICKY_SECONDS = env.int("REPLICA_STICKY_SECONDS", default=5)
+if env.str("DATABASE_REPLICA_URL", default=""):
+    DATABASE_ROUTERS = ["scores.routers.PrimaryReplicaRouter"]
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("scores.middleware.JSONErrorMiddleware") + 1,
+        "scores.routers.ReadYourWritesMiddleware",
+    )
+
+
 # --- Internationalisation and time ----------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
