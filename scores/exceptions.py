@@ -41,6 +41,10 @@ class Conflict(exceptions.APIException):
     default_detail = "The request conflicts with the current state of the resource."
     default_code = "conflict"
 
+    def __init__(self, detail: str | None = None, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors  # which fields conflict, in the validation errors' shape
+
 
 class RequestTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -118,6 +122,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(api_exc, exceptions.ValidationError):
         data = error_body("Invalid input.", _validation_errors(api_exc.detail))
     else:
-        data = error_body(str(api_exc.detail))
+        data = error_body(str(api_exc.detail), getattr(api_exc, "errors", None))
     set_rollback()
     return Response(data, status=api_exc.status_code, headers=response_headers(api_exc))

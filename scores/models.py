@@ -21,6 +21,19 @@ class Score(models.Model):
     # import time.
     created_at = models.DateTimeField(default=timezone.now, db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+    # History, kept by the write service in the statement that applies an attempt; the
+    # defaults describe a row inserted by hand: one attempt, attempted when inserted.
+    attempts = models.IntegerField(default=1, db_default=1, help_text="Applied attempts.")
+    last_attempted_at = models.DateTimeField(
+        default=timezone.now,
+        db_default=Now(),
+        help_text="attempted_at of the latest applied attempt: older attempts do not apply.",
+    )
+    first_correct_at = models.DateTimeField(null=True, blank=True)
+    first_attempt_correct = models.BooleanField(default=False, db_default=False)
+    attempts_to_correct = models.IntegerField(
+        null=True, blank=True, help_text="Applied attempts up to the first correct one."
+    )
 
     class Meta:
         db_table = "scores"
@@ -36,6 +49,9 @@ class Score(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(exercise_id__gt=0), name="scores_exercise_id_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(attempts__gt=0), name="scores_attempts_positive"
             ),
         ]
         indexes = [
@@ -68,6 +84,9 @@ class ExerciseStats(models.Model):
     shard = models.SmallIntegerField()
     attempted = models.BigIntegerField(default=0)  # users with a score
     correct = models.BigIntegerField(default=0)  # users whose score is correct
+    first_try_correct = models.BigIntegerField(default=0)  # users whose first attempt was
+    solved = models.BigIntegerField(default=0)  # users with a correct attempt so far
+    attempts_to_correct = models.BigIntegerField(default=0)  # their attempts up to it, summed
 
     class Meta:
         db_table = "exercise_stats"
@@ -75,3 +94,35 @@ class ExerciseStats(models.Model):
 
     def __str__(self) -> str:
         return f"exercise {self.exercise_id} shard {self.shard}: {self.correct}/{self.attempted}"
+
+
+class Attempt(models.Model):
+    """One write of a score, as it arrived: the append-only log behind ``Score``.
+
+    Written by the write service in the transaction that changes the score; never updated.
+    ``score_id`` is not a foreign key: the log outlives a deleted score, and a bulk reload of
+    ``scores`` (TRUNCATE) does not have to cascade into history.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    score_id = models.BigIntegerField()
+    user_id = models.IntegerField()
+    exercise_id = models.IntegerField()
+    correct = models.BooleanField()
+    attempted_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+    recorded_by = models.CharField(max_length=150)
+    attempt_id = models.UUIDField(null=True, blank=True, unique=True)
+    applied = models.BooleanField()
+    created_score = models.BooleanField(help_text="This attempt created the score.")
+
+    class Meta:
+        db_table = "score_attempts"
+        indexes = [
+            # A score's attempts, oldest first (the attempts endpoints and the admin inline).
+            models.Index(fields=["score_id", "attempted_at", "id"], name="attempts_score_idx"),
+        ]
+
+    def __str__(self) -> str:
+        verdict = "correct" if self.correct else "incorrect"
+        return f"attempt {self.id} on score {self.score_id}: {verdict}"

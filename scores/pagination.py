@@ -10,7 +10,7 @@ from rest_framework.request import Request
 
 
 class IdCursorPagination(CursorPagination):
-    ordering = "id"
+    ordering: str | tuple[str, ...] = "id"
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
@@ -32,3 +32,9 @@ class IdCursorPagination(CursorPagination):
 
 class ExerciseCursorPagination(IdCursorPagination):
     ordering = "exercise_id"
+
+
+class AttemptCursorPagination(IdCursorPagination):
+    """A score's attempts, oldest first (by attempted_at, then as logged)."""
+
+    ordering = ("attempted_at", "id")

@@ -3,8 +3,10 @@ rendered straight to JSON)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypedDict
 
 from django.db import connections, router
@@ -13,9 +15,19 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from scores.authentication import Caller
-from scores.models import ExerciseStats, Score
+from scores.models import Attempt, ExerciseStats, Score
 
-SCORE_FIELDS = ("id", "user_id", "exercise_id", "correct", "created_at", "updated_at")
+SCORE_FIELDS = (
+    "id",
+    "user_id",
+    "exercise_id",
+    "correct",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "first_correct_at",
+)
+SCORE_COLUMNS = ", ".join(SCORE_FIELDS)
 MAX_PK = 2**63 - 1
 
 
@@ -26,6 +38,8 @@ class ScoreRow(TypedDict):
     correct: bool
     created_at: datetime
     updated_at: datetime
+    attempts: int
+    first_correct_at: datetime | None
 
 
 def scores_visible_to(caller: Caller) -> QuerySet[Score, dict]:
@@ -48,7 +62,7 @@ def _as_datetime(value: Any) -> datetime:
 
 def score_row(values: Sequence[Any]) -> ScoreRow:
     """A score from a raw cursor's row of ``SCORE_FIELDS``."""
-    id_, user_id, exercise_id, correct, created_at, updated_at = values
+    id_, user_id, exercise_id, correct, created_at, updated_at, attempts, first_correct_at = values
     return {
         "id": id_,
         "user_id": user_id,
@@ -56,12 +70,14 @@ def score_row(values: Sequence[Any]) -> ScoreRow:
         "correct": bool(correct),
         "created_at": _as_datetime(created_at),
         "updated_at": _as_datetime(updated_at),
+        "attempts": attempts,
+        "first_correct_at": None if first_correct_at is None else _as_datetime(first_correct_at),
     }
 
 
 # One-row lookups are on every hot path (get-one, by exercise, update): plain SQL, no ORM
 # query compilation.
-_SELECT = "SELECT id, user_id, exercise_id, correct, created_at, updated_at FROM scores WHERE "
+_SELECT = f"SELECT {SCORE_COLUMNS} FROM scores WHERE "
 
 
 def _one(where: str, params: Sequence[Any]) -> ScoreRow | None:
@@ -87,6 +103,44 @@ def score_of_user(*, user_id: int, exercise_id: int) -> ScoreRow | None:
     return _one("user_id = %s AND exercise_id = %s", [user_id, exercise_id])
 
 
+ATTEMPT_FIELDS = (
+    "id",
+    "score_id",
+    "user_id",
+    "exercise_id",
+    "correct",
+    "attempted_at",
+    "recorded_at",
+    "recorded_by",
+    "attempt_id",
+    "applied",
+)
+_REPLAY_FIELDS = (*ATTEMPT_FIELDS, "created_score")
+
+
+def attempts_of_score(score_id: int) -> QuerySet[Attempt, dict[str, Any]]:
+    """The attempt log of one score (ordering is the paginator's: oldest first)."""
+    return Attempt.objects.filter(score_id=score_id).order_by().values(*ATTEMPT_FIELDS)
+
+
+def attempt_by_id(attempt_id: uuid.UUID) -> dict[str, Any] | None:
+    """The logged attempt with this client-chosen id, or None (read on the primary: a replay
+    must see what the first write logged)."""
+    return (
+        Attempt.objects.using("default")
+        .filter(attempt_id=attempt_id)
+        .values(*_REPLAY_FIELDS)
+        .first()
+    )
+
+
+def attempts_by_ids(attempt_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    rows = (
+        Attempt.objects.using("default").filter(attempt_id__in=attempt_ids).values(*_REPLAY_FIELDS)
+    )
+    return {row["attempt_id"]: row for row in rows}
+
+
 def user_summary(*, user_id: int) -> dict[str, Any]:
     """Progress of one user: a scan of their rows through the (user_id, exercise_id) index."""
     totals = Score.objects.filter(user_id=user_id).aggregate(
@@ -102,21 +156,49 @@ def user_summary(*, user_id: int) -> dict[str, Any]:
 
 
 def exercise_stats() -> QuerySet[ExerciseStats, dict[str, Any]]:
-    """Per-exercise counters summed over their shards (never a scan of ``scores``); exercises
-    with no score left are omitted. Rows lack ``success_rate``: see ``with_success_rate``."""
+    """Per-exercise counters summed over their shards (never a scan of ``scores`` or of the
+    attempt log); exercises with no score left are omitted. Rows carry raw sums: see
+    ``with_rates``."""
     return (
         ExerciseStats.objects.order_by()
         .values("exercise_id")
-        .annotate(attempted=Sum("attempted"), correct=Sum("correct"))
+        .annotate(
+            attempted=Sum("attempted"),
+            correct=Sum("correct"),
+            first_try_correct=Sum("first_try_correct"),
+            solved=Sum("solved"),
+            attempts_to_correct=Sum("attempts_to_correct"),
+        )
         .filter(attempted__gt=0)
     )
 
 
-def with_success_rate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**row, "success_rate": round(row["correct"] / row["attempted"], 4)} for row in rows]
+def ratio(numerator: int, denominator: int) -> float:
+    """numerator / denominator rounded to 4 places, halves up (1/32 is 0.0313)."""
+    exact = Decimal(numerator) / Decimal(denominator)
+    return float(exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
 
 
-EXPORT_FIELDS = SCORE_FIELDS
+def with_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The API's statistics from ``exercise_stats`` rows: ``success_rate`` = correct /
+    attempted and ``avg_attempts_to_correct`` = mean applied attempts up to the first correct
+    one, among users who got it right (null if nobody did), both rounded to 4 places."""
+    return [
+        {
+            "exercise_id": row["exercise_id"],
+            "attempted": row["attempted"],
+            "correct": row["correct"],
+            "success_rate": ratio(row["correct"], row["attempted"]),
+            "first_try_correct": row["first_try_correct"],
+            "avg_attempts_to_correct": (
+                ratio(row["attempts_to_correct"], row["solved"]) if row["solved"] else None
+            ),
+        }
+        for row in rows
+    ]
+
+
+EXPORT_FIELDS = ("id", "user_id", "exercise_id", "correct", "created_at", "updated_at")
 EXPORT_BATCH = 5000
 
 

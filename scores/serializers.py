@@ -3,12 +3,17 @@ PostgreSQL's ``integer`` range, ``correct`` is a JSON boolean (0 and 1 accepted)
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from scores.models import MAX_ID
+from scores.services import Write
 
 
 class InvalidValue(ValueError):
@@ -34,6 +39,42 @@ def parse_id(value: Any) -> int:
     if not 1 <= value <= MAX_ID:
         raise InvalidValue(ID_OUT_OF_RANGE)
     return value
+
+
+ATTEMPT_ID_INVALID = "Must be a UUID, e.g. 3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b."
+ATTEMPTED_AT_INVALID = "Must be an ISO 8601 timestamp, e.g. 2026-11-26T14:24:20Z."
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def parse_attempt_id(value: Any) -> uuid.UUID:
+    """A client-chosen UUID (any version, any standard spelling).
+
+    Raises:
+        InvalidValue: anything else.
+    """
+    if not isinstance(value, str):
+        raise InvalidValue(ATTEMPT_ID_INVALID)
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise InvalidValue(ATTEMPT_ID_INVALID) from exc
+
+
+def parse_attempted_at(value: Any) -> datetime:
+    """An ISO 8601 timestamp (UTC when it has no offset), not in the future beyond clock skew:
+    an attempt dated ahead would stop every later attempt from applying.
+
+    Raises:
+        InvalidValue: anything else.
+    """
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise InvalidValue(ATTEMPTED_AT_INVALID)
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, UTC)
+    if parsed > timezone.now() + MAX_CLOCK_SKEW:
+        raise InvalidValue("Must not be in the future.")
+    return parsed
 
 
 def parse_correct(value: Any) -> bool:
@@ -63,6 +104,34 @@ class IdField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "string", "format": "uuid"})
+class AttemptIdField(serializers.Field):
+    """See ``parse_attempt_id``."""
+
+    def to_internal_value(self, data: Any) -> uuid.UUID:
+        try:
+            return parse_attempt_id(data)
+        except InvalidValue as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def to_representation(self, value: uuid.UUID) -> str:
+        return str(value)
+
+
+@extend_schema_field({"type": "string", "format": "date-time"})
+class AttemptedAtField(serializers.Field):
+    """See ``parse_attempted_at``."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        try:
+            return parse_attempted_at(data)
+        except InvalidValue as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
 @extend_schema_field({"type": "boolean"})
 class StrictBooleanField(serializers.Field):
     """See ``parse_correct``."""
@@ -86,9 +155,43 @@ class ScoreSerializer(serializers.Serializer):
     correct = serializers.BooleanField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
+    attempts = serializers.IntegerField(read_only=True, help_text="Applied attempts.")
+    first_correct_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="attempted_at of the first correct attempt."
+    )
 
 
-class ScoreWriteSerializer(serializers.Serializer):
+class AttemptFieldsMixin(serializers.Serializer):
+    """The optional history fields of every write body."""
+
+    attempt_id = AttemptIdField(
+        required=False,
+        help_text="Client-chosen UUID: a retry with the same id and content is answered as the "
+        "first write was and changes nothing; other content is a 409.",
+    )
+    attempted_at = AttemptedAtField(
+        required=False,
+        help_text="When the attempt happened (default: now). An attempt older than the score's "
+        "latest applied one is logged with applied=false and leaves the score unchanged.",
+    )
+
+
+class AttemptSerializer(serializers.Serializer):
+    """One entry of a score's attempt log."""
+
+    id = serializers.IntegerField()
+    score_id = serializers.IntegerField()
+    user_id = serializers.IntegerField()
+    exercise_id = serializers.IntegerField()
+    correct = serializers.BooleanField()
+    attempted_at = serializers.DateTimeField()
+    recorded_at = serializers.DateTimeField()
+    recorded_by = serializers.CharField(help_text="The user id, or the staff account's username.")
+    attempt_id = serializers.UUIDField(allow_null=True)
+    applied = serializers.BooleanField(help_text="False: older than the applied attempts.")
+
+
+class ScoreWriteSerializer(AttemptFieldsMixin):
     """Body of ``POST /scores`` and ``PATCH /scores``."""
 
     exercise_id = IdField()
@@ -99,7 +202,7 @@ class ScoreWriteSerializer(serializers.Serializer):
     )
 
 
-class ScoreCorrectSerializer(serializers.Serializer):
+class ScoreCorrectSerializer(AttemptFieldsMixin):
     """Body of ``PUT /scores/user/{exercise_id}``."""
 
     correct = StrictBooleanField()
@@ -109,7 +212,7 @@ class ScoreCorrectSerializer(serializers.Serializer):
     )
 
 
-class ScoreUpdateSerializer(serializers.Serializer):
+class ScoreUpdateSerializer(AttemptFieldsMixin):
     """Body of ``PUT``/``PATCH /scores/{id}``: only ``correct`` changes; the ids may be repeated
     but not changed."""
 
@@ -126,7 +229,7 @@ class ExerciseIdSerializer(serializers.Serializer):
     exercise_id = IdField()
 
 
-class BulkItemSerializer(serializers.Serializer):
+class BulkItemSerializer(AttemptFieldsMixin):
     user_id = IdField()
     exercise_id = IdField()
     correct = StrictBooleanField()
@@ -159,6 +262,12 @@ class ExerciseStatsSerializer(serializers.Serializer):
     attempted = serializers.IntegerField(help_text="Users with a score for the exercise.")
     correct = serializers.IntegerField(help_text="Users whose score is correct.")
     success_rate = serializers.FloatField(help_text="correct / attempted, rounded to 4 places.")
+    first_try_correct = serializers.IntegerField(help_text="Users whose first attempt was correct.")
+    avg_attempts_to_correct = serializers.FloatField(
+        allow_null=True,
+        help_text="Mean applied attempts up to the first correct one, among users who got it "
+        "right (null if nobody did), rounded to 4 places.",
+    )
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -185,7 +294,29 @@ class StatusSerializer(serializers.Serializer):
 BULK_MAX = 1000
 
 
-def parse_bulk(data: Any) -> list[tuple[int, int, bool]]:
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+BULK_FIELDS = (
+    ("user_id", parse_id, True),
+    ("exercise_id", parse_id, True),
+    ("correct", parse_correct, True),
+    ("attempt_id", parse_attempt_id, False),
+    ("attempted_at", parse_attempted_at, False),
+)
+
+
+def parse_bulk(data: Any) -> list[Write]:
     """The (user_id, exercise_id, correct) items of a bulk body, validated like single writes.
 
     Raises:
@@ -194,11 +325,17 @@ def parse_bulk(data: Any) -> list[tuple[int, int, bool]]:
     """
     if not isinstance(data, dict):
         raise serializers.ValidationError(
-            {"non_field_errors": [f"Expected an object, got {type(data).__name__}."]}
+            {"non_field_errors": [f"Expected an object, got {json_type(data)}."]}
         )
-    items = data.get("scores")
+    if "scores" not in data:
+        raise serializers.ValidationError({"scores": ["This field is required."]})
+    items = data["scores"]
     if not isinstance(items, list):
-        message = "This field is required." if items is None else "Expected a list of scores."
+        message = (
+            "This field may not be null."
+            if items is None
+            else f"Expected a list of scores, got {json_type(items)}."
+        )
         raise serializers.ValidationError({"scores": [message]})
     if len(items) > BULK_MAX:
         raise serializers.ValidationError(
@@ -206,20 +343,17 @@ def parse_bulk(data: Any) -> list[tuple[int, int, bool]]:
         )
     errors: dict[str, dict[str, list[str]]] = {}
     first_index: dict[tuple[int, int], int] = {}
-    parsed: list[tuple[int, int, bool]] = []
+    parsed: list[Write] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             errors[str(index)] = {"non_field_errors": ["Expected an object."]}
             continue
         fields: dict[str, Any] = {}
         problems: dict[str, list[str]] = {}
-        for name, parse in (
-            ("user_id", parse_id),
-            ("exercise_id", parse_id),
-            ("correct", parse_correct),
-        ):
+        for name, parse, required in BULK_FIELDS:
             if name not in item:
-                problems[name] = ["This field is required."]
+                if required:
+                    problems[name] = ["This field is required."]
             elif item[name] is None:
                 problems[name] = ["This field may not be null."]
             else:
@@ -237,7 +371,7 @@ def parse_bulk(data: Any) -> list[tuple[int, int, bool]]:
             }
             continue
         first_index[key] = index
-        parsed.append((fields["user_id"], fields["exercise_id"], fields["correct"]))
+        parsed.append(Write(**fields))
     if errors:
         raise serializers.ValidationError({"scores": errors})
     return parsed

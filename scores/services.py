@@ -1,22 +1,37 @@
-"""The write path. Every endpoint (and later the admin and the import command) that changes a
-score calls these functions; each change is one atomic statement, race-free under concurrency.
+"""The write path. Every endpoint, the admin and the commands that change a score call these
+functions: each write applies to the score and appends to its attempt log in one transaction.
 
-The upsert is ``INSERT … ON CONFLICT (user_id, exercise_id) DO UPDATE``: any number of
-concurrent upserts of one (user, exercise) leave exactly one row and raise no error.
+- The upsert is ``INSERT … ON CONFLICT (user_id, exercise_id) DO UPDATE``: any number of
+  concurrent upserts of one (user, exercise) leave exactly one row and raise no error.
+- Ordering: an attempt whose ``attempted_at`` is older than the score's latest applied attempt
+  is logged with ``applied = false`` and leaves the score as it is (the condition is part of
+  the upsert statement, so it holds under concurrency). An equal timestamp is not older: the
+  later write applies.
+- Idempotency: a write carrying an ``attempt_id`` that is already logged changes nothing and
+  is answered as the first one was; the same ``attempt_id`` with other content is an
+  ``AttemptConflict``. The log's unique ``attempt_id`` settles concurrent replays.
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from scores.models import Score
-from scores.selectors import ScoreRow, score_row
+from scores.models import Attempt, Score
+from scores.selectors import (
+    SCORE_COLUMNS,
+    ScoreRow,
+    attempt_by_id,
+    attempts_by_ids,
+    score_row,
+)
 
 
 class WriteMode(enum.Enum):
@@ -33,23 +48,92 @@ class ScoreNotFound(Exception):
     """An update found no score to change."""
 
 
+class AttemptConflict(Exception):
+    """An ``attempt_id`` already logged with other content."""
+
+    def __init__(self, fields: list[str], index: int | None = None) -> None:
+        super().__init__(f"attempt_id already recorded with other {', '.join(fields)}")
+        self.fields = fields
+        self.index = index  # the item of a bulk write
+
+
+@dataclass(frozen=True)
+class Write:
+    """One attempt at a score, as a client sent it."""
+
+    user_id: int
+    exercise_id: int
+    correct: bool
+    attempt_id: uuid.UUID | None = None
+    attempted_at: datetime | None = None
+
+    def differences(self, recorded: dict[str, Any]) -> list[str]:
+        """The fields in which this write differs from a logged attempt with its attempt_id."""
+        fields = [
+            name
+            for name in ("user_id", "exercise_id", "correct")
+            if getattr(self, name) != recorded[name]
+        ]
+        if self.attempted_at is not None and self.attempted_at != recorded["attempted_at"]:
+            fields.append("attempted_at")
+        return fields
+
+
 @dataclass(frozen=True)
 class ScoreWrite:
-    """The stored score after a write, and whether the write created it."""
+    """The score after a write, whether the write created it, and whether it applied."""
 
     score: ScoreRow
     created: bool
+    applied: bool = True
+    replayed: bool = False
 
 
-_COLUMNS = "id, user_id, exercise_id, correct, created_at, updated_at"
-_UPDATE = (
-    "UPDATE scores SET correct = %s, updated_at = %s WHERE user_id = %s AND exercise_id = %s "
-    "RETURNING id, user_id, exercise_id, correct, created_at, updated_at, false"
+@dataclass(frozen=True)
+class BulkWrite:
+    """How many items created a score; every other item wrote to an existing one (applied, or
+    logged as older, or already logged under its attempt_id)."""
+
+    created: int
+    updated: int
+
+
+# --- SQL: table and column names are constants; every value is a bound parameter -----------
+
+_INSERT_COLUMNS = (
+    "user_id, exercise_id, correct, created_at, updated_at, attempts, last_attempted_at, "
+    "first_correct_at, first_attempt_correct, attempts_to_correct"
+)
+# The values of a new score: one applied attempt. Parameters: user_id, exercise_id, correct,
+# now, now, attempted_at, first_correct_at (attempted_at if correct), correct,
+# attempts_to_correct (1 if correct).
+_VALUES_ROW = "(%s, %s, %s, %s, %s, 1, %s, %s, %s, %s)"
+_APPLY = (
+    "correct = excluded.correct, updated_at = excluded.updated_at, "
+    "attempts = scores.attempts + 1, last_attempted_at = excluded.last_attempted_at, "
+    "first_correct_at = coalesce(scores.first_correct_at, excluded.first_correct_at), "
+    "attempts_to_correct = coalesce(scores.attempts_to_correct, "
+    "CASE WHEN excluded.correct THEN scores.attempts + 1 END)"
 )
 _ON_CONFLICT = {
     WriteMode.CREATE: "DO NOTHING",
-    WriteMode.UPSERT: "DO UPDATE SET correct = excluded.correct, updated_at = excluded.updated_at",
+    WriteMode.UPSERT: (
+        f"DO UPDATE SET {_APPLY} WHERE scores.last_attempted_at <= excluded.last_attempted_at"
+    ),
 }
+_UPDATE = (
+    "UPDATE scores SET correct = %s, updated_at = %s, attempts = attempts + 1, "
+    "last_attempted_at = %s, first_correct_at = coalesce(first_correct_at, %s), "
+    "attempts_to_correct = coalesce(attempts_to_correct, CASE WHEN %s THEN attempts + 1 END) "
+    "WHERE user_id = %s AND exercise_id = %s AND last_attempted_at <= %s "
+    f"RETURNING {SCORE_COLUMNS}, false"
+)
+_CURRENT = f"SELECT {SCORE_COLUMNS}, false FROM scores WHERE user_id = %s AND exercise_id = %s"
+_LOG_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_LOG = (
+    "INSERT INTO score_attempts (score_id, user_id, exercise_id, correct, attempted_at, "
+    "recorded_at, recorded_by, attempt_id, applied, created_score) VALUES "
+)
 
 
 def _created_flag() -> str:
@@ -63,64 +147,226 @@ def _created_flag() -> str:
 
 
 def _insert(rows: int, mode: WriteMode, returning: str) -> str:
-    """``INSERT … ON CONFLICT`` of ``rows`` scores; table and column names are constants and
-    every value is a bound parameter (five per row)."""
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * rows)
+    values = ", ".join([_VALUES_ROW] * rows)
     return (
-        "INSERT INTO scores (user_id, exercise_id, correct, created_at, updated_at) "  # noqa: S608
-        f"VALUES {values} ON CONFLICT (user_id, exercise_id) {_ON_CONFLICT[mode]} "
+        f"INSERT INTO scores ({_INSERT_COLUMNS}) VALUES {values} "
+        f"ON CONFLICT (user_id, exercise_id) {_ON_CONFLICT[mode]} "
         f"RETURNING {returning}, {_created_flag()}"
     )
 
 
-def score_write(
-    *, user_id: int, exercise_id: int, correct: bool, mode: WriteMode = WriteMode.UPSERT
-) -> ScoreWrite:
-    """Create and/or update the score of ``user_id`` for ``exercise_id`` in one statement.
+def _db_time(moment: datetime) -> Any:
+    """A timestamp as the database stores it: as is on PostgreSQL, Django's text form on SQLite
+    (so raw-SQL and ORM rows compare alike)."""
+    return connection.ops.adapt_datetimefield_value(moment)
 
-    ``created_at`` is set only when the row is inserted; ``updated_at`` on every write.
+
+def _insert_params(write: Write, now: datetime) -> list[Any]:
+    at = _db_time(write.attempted_at or now)
+    return [
+        write.user_id,
+        write.exercise_id,
+        write.correct,
+        _db_time(now),
+        _db_time(now),
+        at,
+        at if write.correct else None,
+        write.correct,
+        1 if write.correct else None,
+    ]
+
+
+_ATTEMPT_ID = Attempt._meta.get_field("attempt_id")
+
+
+def _log_params(
+    write: Write, score_id: int, now: datetime, by: str, applied: bool, created: bool
+) -> list[Any]:
+    return [
+        score_id,
+        write.user_id,
+        write.exercise_id,
+        write.correct,
+        _db_time(write.attempted_at or now),
+        _db_time(now),
+        by,
+        _ATTEMPT_ID.get_db_prep_value(write.attempt_id, connection),  # uuid, or hex on SQLite
+        applied,
+        created,
+    ]
+
+
+# --- Single writes ------------------------------------------------------------------------
+
+
+def score_write(
+    *, write: Write, recorded_by: str, mode: WriteMode = WriteMode.UPSERT
+) -> ScoreWrite:
+    """Apply one attempt to its score and log it, in one transaction.
+
+    ``created_at`` is set only when the row is inserted; ``updated_at`` on every applied write.
 
     Raises:
         ScoreExists: ``mode`` is CREATE and the score already exists.
-        ScoreNotFound: ``mode`` is UPDATE and there is no such score.
+        ScoreNotFound: ``mode`` is UPDATE and there is no such score (or a replayed attempt's
+            score has been deleted).
+        AttemptConflict: the ``attempt_id`` is logged with other content.
     """
+    for _ in range(3):
+        if write.attempt_id is not None:
+            recorded = attempt_by_id(write.attempt_id)
+            if recorded is not None:
+                return _replay(write, recorded)
+        try:
+            with transaction.atomic():
+                return _apply(write, recorded_by, mode)
+        except IntegrityError:
+            if write.attempt_id is None or attempt_by_id(write.attempt_id) is None:
+                raise
+            # A concurrent write logged this attempt_id first: answer as its replay.
+    raise RuntimeError("attempt_id kept conflicting")  # pragma: no cover
+
+
+def _replay(write: Write, recorded: dict[str, Any]) -> ScoreWrite:
+    differing = write.differences(recorded)
+    if differing:
+        raise AttemptConflict(differing)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {SCORE_COLUMNS} FROM scores WHERE id = %s", [recorded["score_id"]])
+        row = cursor.fetchone()
+    if row is None:
+        raise ScoreNotFound()
+    return ScoreWrite(
+        score=score_row(row),
+        created=recorded["created_score"],
+        applied=recorded["applied"],
+        replayed=True,
+    )
+
+
+def _apply(write: Write, recorded_by: str, mode: WriteMode) -> ScoreWrite:
     now = timezone.now()
+    at = _db_time(write.attempted_at or now)
     with connection.cursor() as cursor:
         if mode is WriteMode.UPDATE:
-            cursor.execute(_UPDATE, [correct, now, user_id, exercise_id])
+            cursor.execute(
+                _UPDATE,
+                [
+                    write.correct,
+                    _db_time(now),
+                    at,
+                    at if write.correct else None,
+                    write.correct,
+                    write.user_id,
+                    write.exercise_id,
+                    at,
+                ],
+            )
         else:
-            cursor.execute(_insert(1, mode, _COLUMNS), [user_id, exercise_id, correct, now, now])
-        result = cursor.fetchone()
-    if result is None:
-        raise ScoreExists() if mode is WriteMode.CREATE else ScoreNotFound()
-    return ScoreWrite(score=score_row(result[:-1]), created=bool(result[-1]))
+            cursor.execute(_insert(1, mode, SCORE_COLUMNS), _insert_params(write, now))
+        row = cursor.fetchone()
+        applied = row is not None
+        if row is None:
+            if mode is WriteMode.CREATE:
+                raise ScoreExists()
+            cursor.execute(_CURRENT, [write.user_id, write.exercise_id])  # older: not applied
+            row = cursor.fetchone()
+            if row is None:
+                raise ScoreNotFound()
+        created = bool(row[-1])
+        score = score_row(row[:-1])
+        cursor.execute(
+            _LOG + _LOG_ROW, _log_params(write, score["id"], now, recorded_by, applied, created)
+        )
+    return ScoreWrite(score=score, created=created, applied=applied)
 
 
-@dataclass(frozen=True)
-class BulkWrite:
-    created: int
-    updated: int
+# --- Bulk ---------------------------------------------------------------------------------
 
 
-def scores_upsert_many(*, items: Sequence[tuple[int, int, bool]]) -> BulkWrite:
-    """Upsert many (user_id, exercise_id, correct) in one statement: all or nothing.
+def scores_upsert_many(*, writes: Sequence[Write], recorded_by: str) -> BulkWrite:
+    """Upsert many scores in one transaction, all or nothing: one statement for the scores, one
+    for the log (plus one reading the scores an older attempt did not apply to).
 
-    Items must name each (user, exercise) once (``parse_bulk`` checks it). They are written in
-    key order, so concurrent batches lock rows in the same order and cannot deadlock.
+    Each (user, exercise) must appear once (``parse_bulk`` checks it). Items whose attempt_id
+    is already logged with the same content are skipped (``replayed``); with other content the
+    whole batch is refused (``AttemptConflict`` naming the item). Rows are written in key order,
+    so concurrent batches lock them in the same order and cannot deadlock.
+
+    Raises:
+        AttemptConflict: an item's attempt_id is logged with other content.
     """
-    if not items:
-        return BulkWrite(created=0, updated=0)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return _apply_many(writes, recorded_by)
+        except IntegrityError:
+            if not any(write.attempt_id for write in writes):
+                raise
+            # A concurrent batch logged one of these attempt_ids first: read them again.
+    raise RuntimeError("attempt_ids kept conflicting")  # pragma: no cover
+
+
+def _apply_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
+    replayed = _replayed_items(writes)
+    todo = sorted(
+        (write for index, write in enumerate(writes) if index not in replayed),
+        key=lambda write: (write.user_id, write.exercise_id),
+    )
+    if not todo:
+        return BulkWrite(created=0, updated=len(writes))
     now = timezone.now()
     params: list[Any] = []
-    for user_id, exercise_id, correct in sorted(items):
-        params += (user_id, exercise_id, correct, now, now)
+    for write in todo:
+        params += _insert_params(write, now)
     with connection.cursor() as cursor:
-        cursor.execute(_insert(len(items), WriteMode.UPSERT, "id"), params)
-        created = sum(1 for _, inserted in cursor.fetchall() if inserted)
-    return BulkWrite(created=created, updated=len(items) - created)
+        cursor.execute(_insert(len(todo), WriteMode.UPSERT, "id, user_id, exercise_id"), params)
+        applied = {(user, exercise): (id_, bool(new)) for id_, user, exercise, new in cursor}
+        stale = [write for write in todo if (write.user_id, write.exercise_id) not in applied]
+        ids = {key: id_ for key, (id_, _) in applied.items()}
+        if stale:  # older attempts: the scores they did not change
+            pairs = ", ".join(["(%s, %s)"] * len(stale))
+            cursor.execute(
+                "SELECT user_id, exercise_id, id FROM scores "
+                f"WHERE (user_id, exercise_id) IN (VALUES {pairs})",
+                [value for write in stale for value in (write.user_id, write.exercise_id)],
+            )
+            ids.update({(user, exercise): id_ for user, exercise, id_ in cursor})
+        log: list[Any] = []
+        rows = 0
+        for write in todo:
+            key = (write.user_id, write.exercise_id)
+            if key in ids:  # (a score deleted meanwhile has nothing to log against)
+                new = applied.get(key, (0, False))[1]
+                log += _log_params(write, ids[key], now, recorded_by, key in applied, new)
+                rows += 1
+        if rows:
+            cursor.execute(_LOG + ", ".join([_LOG_ROW] * rows), log)
+    created = sum(1 for _, inserted in applied.values() if inserted)
+    return BulkWrite(created=created, updated=len(writes) - created)
+
+
+def _replayed_items(writes: Sequence[Write]) -> set[int]:
+    """Indexes of items whose attempt_id is logged with the same content.
+
+    Raises:
+        AttemptConflict: one is logged with other content.
+    """
+    ids = [write.attempt_id for write in writes if write.attempt_id is not None]
+    if not ids:
+        return set()
+    recorded = attempts_by_ids(ids)
+    replayed = set()
+    for index, write in enumerate(writes):
+        if write.attempt_id in recorded:
+            differing = write.differences(recorded[write.attempt_id])
+            if differing:
+                raise AttemptConflict(differing, index=index)
+            replayed.add(index)
+    return replayed
 
 
 def score_delete(*, score_id: int) -> bool:
-    """Delete one score; True if it existed."""
+    """Delete one score (its attempt log stays); True if it existed."""
     deleted, _ = Score.objects.filter(id=score_id).delete()
     return deleted > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
+from django.db import connection, router
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -21,20 +21,26 @@ from scores.exceptions import Conflict, DatabaseUnavailable, json_error
 from scores.filters import ExerciseStatsFilter, ScoreFilter
 from scores.models import Score
 from scores.negotiation import FirstRendererNegotiation
-from scores.pagination import ExerciseCursorPagination, IdCursorPagination
+from scores.pagination import (
+    AttemptCursorPagination,
+    ExerciseCursorPagination,
+    IdCursorPagination,
+)
 from scores.permissions import ensure_may_write, ensure_privileged, target_user_id
 from scores.schema import USER_ID_QUERY, error_responses, write_errors
 from scores.selectors import (
     ScoreRow,
+    attempts_of_score,
     exercise_stats,
     score_for_caller,
     score_of_user,
     scores_for_export,
     scores_visible_to,
     user_summary,
-    with_success_rate,
+    with_rates,
 )
 from scores.serializers import (
+    AttemptSerializer,
     BulkResultSerializer,
     BulkSerializer,
     ExerciseIdSerializer,
@@ -50,8 +56,10 @@ from scores.serializers import (
     parse_bulk,
 )
 from scores.services import (
+    AttemptConflict,
     ScoreExists,
     ScoreNotFound,
+    Write,
     WriteMode,
     score_delete,
     score_write,
@@ -78,6 +86,19 @@ def query_user_id(request: Request) -> int | None:
         return IdField().to_internal_value(path_int(raw))
     except serializers.ValidationError as exc:
         raise exceptions.ValidationError({"user_id": exc.detail}) from exc
+
+
+def attempt_conflict(exc: AttemptConflict) -> Conflict:
+    """The 409 of an attempt_id logged with other content, naming the differing fields."""
+    where = "" if exc.index is None else f" (scores item {exc.index})"
+    errors: dict[str, Any] = {field: ["Differs from the recorded attempt."] for field in exc.fields}
+    if exc.index is not None:
+        errors = {"scores": {str(exc.index): errors}}
+    return Conflict(
+        f"This attempt_id was already recorded with a different {', '.join(exc.fields)}{where}; "
+        "a retry must repeat the first request exactly.",
+        errors=errors,
+    )
 
 
 def score_response(score: ScoreRow, created: bool = False) -> Response:
@@ -144,24 +165,37 @@ class ScoreViewSet(viewsets.GenericViewSet):
     def list(self, request: Request) -> Response:
         return self._page(self.get_queryset())
 
-    def create(self, request: Request) -> Response:
-        caller = self.caller
-        ensure_may_write(caller)
-        data = validated(ScoreWriteSerializer, request.data)
-        user_id = target_user_id(caller, data.get("user_id"))
+    def _write(
+        self, data: dict[str, Any], user_id: int, exercise_id: int, mode: WriteMode
+    ) -> Response:
+        """Apply a validated write body through the write service; 201 when it created the
+        score (also when replayed), else 200."""
+        write = Write(
+            user_id=user_id,
+            exercise_id=exercise_id,
+            correct=data["correct"],
+            attempt_id=data.get("attempt_id"),
+            attempted_at=data.get("attempted_at"),
+        )
         try:
-            result = score_write(
-                user_id=user_id,
-                exercise_id=data["exercise_id"],
-                correct=data["correct"],
-                mode=WriteMode.CREATE,
-            )
+            result = score_write(write=write, recorded_by=self.caller.name, mode=mode)
         except ScoreExists as exc:
             raise Conflict(
                 "A score for this user and exercise already exists; "
                 "PATCH /scores updates it (upsert)."
             ) from exc
-        return score_response(result.score, created=True)
+        except ScoreNotFound as exc:
+            raise exceptions.NotFound("No such score.") from exc
+        except AttemptConflict as exc:
+            raise attempt_conflict(exc) from exc
+        return score_response(result.score, result.created)
+
+    def create(self, request: Request) -> Response:
+        caller = self.caller
+        ensure_may_write(caller)
+        data = validated(ScoreWriteSerializer, request.data)
+        user_id = target_user_id(caller, data.get("user_id"))
+        return self._write(data, user_id, data["exercise_id"], WriteMode.CREATE)
 
     @extend_schema(
         operation_id="scores_upsert",
@@ -174,10 +208,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
         ensure_may_write(caller)
         data = validated(ScoreWriteSerializer, request.data)
         user_id = target_user_id(caller, data.get("user_id"))
-        result = score_write(
-            user_id=user_id, exercise_id=data["exercise_id"], correct=data["correct"]
-        )
-        return score_response(result.score, result.created)
+        return self._write(data, user_id, data["exercise_id"], WriteMode.UPSERT)
 
     def retrieve(self, request: Request, pk: str) -> Response:
         return score_response(self._visible(pk))
@@ -194,16 +225,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
         }
         if changed:
             raise exceptions.ValidationError(changed)
-        try:
-            result = score_write(
-                user_id=score["user_id"],
-                exercise_id=score["exercise_id"],
-                correct=data["correct"],
-                mode=WriteMode.UPDATE,
-            )
-        except ScoreNotFound as exc:  # deleted since we looked
-            raise exceptions.NotFound("No such score.") from exc
-        return score_response(result.score)
+        return self._write(data, score["user_id"], score["exercise_id"], WriteMode.UPDATE)
 
     def partial_update(self, request: Request, pk: str) -> Response:
         return self.update(request, pk)
@@ -245,23 +267,61 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["get", "put"], url_path=r"user/(?P<exercise_id>[^/]+)")
     def mine_for_exercise(self, request: Request, exercise_id: str) -> Response:
-        exercise = validated(ExerciseIdSerializer, {"exercise_id": path_int(exercise_id)})
-        caller = self.caller
         if request.method == "PUT":
+            exercise = validated(ExerciseIdSerializer, {"exercise_id": path_int(exercise_id)})
+            caller = self.caller
             ensure_may_write(caller)
             data = validated(ScoreCorrectSerializer, request.data)
             user_id = target_user_id(caller, data.get("user_id", query_user_id(request)))
-            result = score_write(
-                user_id=user_id, exercise_id=exercise["exercise_id"], correct=data["correct"]
-            )
-            return score_response(result.score, result.created)
+            return self._write(data, user_id, exercise["exercise_id"], WriteMode.UPSERT)
+        return score_response(self._own_score(request, exercise_id))
+
+    def _own_score(self, request: Request, exercise_id: str) -> ScoreRow:
+        """The score of /scores/user/{exercise_id}: the caller's, or ?user_id='s when privileged.
+
+        Raises:
+            NotFound: no such score, or not visible to the caller.
+        """
+        exercise = validated(ExerciseIdSerializer, {"exercise_id": path_int(exercise_id)})
+        caller = self.caller
         user_id = self._own_user_id(request)
         score = None
         if caller.privileged or user_id == caller.user_id:
             score = score_of_user(user_id=user_id, exercise_id=exercise["exercise_id"])
         if score is None:
             raise exceptions.NotFound("No score for this exercise.")
-        return score_response(score)
+        return score
+
+    @extend_schema(
+        summary="A score's attempt log, oldest first",
+        responses={200: AttemptSerializer(many=True), **error_responses(400, 403, 404)},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="attempts",
+        pagination_class=AttemptCursorPagination,
+        filter_backends=[],
+    )
+    def attempts(self, request: Request, pk: str) -> Response:
+        score = self._visible(pk)
+        return self.get_paginated_response(self.paginate_queryset(attempts_of_score(score["id"])))
+
+    @extend_schema(
+        summary="The attempt log of the caller's score for one exercise, oldest first",
+        parameters=[USER_ID_QUERY],
+        responses={200: AttemptSerializer(many=True), **error_responses(400, 403, 404)},
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path=r"user/(?P<exercise_id>[^/]+)/attempts",
+        pagination_class=AttemptCursorPagination,
+        filter_backends=[],
+    )
+    def exercise_attempts(self, request: Request, exercise_id: str) -> Response:
+        score = self._own_score(request, exercise_id)
+        return self.get_paginated_response(self.paginate_queryset(attempts_of_score(score["id"])))
 
     @extend_schema(
         summary="Progress of one user",
@@ -289,7 +349,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     def stats(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(with_success_rate(page or []))
+        return self.get_paginated_response(with_rates(page or []))
 
     @extend_schema(
         summary="Upsert up to 1000 scores in one transaction (privileged callers)",
@@ -298,8 +358,12 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["post"], url_path="bulk")
     def bulk(self, request: Request) -> Response:
-        ensure_privileged(self.caller)
-        result = scores_upsert_many(items=parse_bulk(request.data))
+        caller = self.caller
+        ensure_privileged(caller)
+        try:
+            result = scores_upsert_many(writes=parse_bulk(request.data), recorded_by=caller.name)
+        except AttemptConflict as exc:
+            raise attempt_conflict(exc) from exc
         return Response({"created": result.created, "updated": result.updated})
 
     @extend_schema(
@@ -321,7 +385,10 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     def export(self, request: Request) -> StreamingHttpResponse:
         ensure_privileged(self.caller)
-        rows = scores_for_export(self.filter_queryset(self.get_queryset()))
+        # The database is chosen now, while a client's recent write still pins it to the
+        # primary; the rows are read later, as the response streams.
+        queryset = self.filter_queryset(self.get_queryset())
+        rows = scores_for_export(queryset.using(router.db_for_read(Score)))
         response = StreamingHttpResponse(csv_chunks(rows), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="scores.csv"'
         return response

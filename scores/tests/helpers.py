@@ -22,6 +22,8 @@ def score_json(score: Score) -> dict[str, Any]:
         "correct": score.correct,
         "created_at": iso(score.created_at),
         "updated_at": iso(score.updated_at),
+        "attempts": score.attempts,
+        "first_correct_at": None if score.first_correct_at is None else iso(score.first_correct_at),
     }
 
 

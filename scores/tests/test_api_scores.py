@@ -234,7 +234,13 @@ def test_update_sets_correct_and_keeps_created_at(user, mine, method) -> None:
     after = score_json(mine)
     assert response.status_code == 200
     assert response.json() == after
-    assert after == {**before, "correct": True, "updated_at": after["updated_at"]}
+    assert after == {
+        **before,
+        "correct": True,
+        "updated_at": after["updated_at"],
+        "attempts": 2,
+        "first_correct_at": after["updated_at"],  # no attempted_at sent: the time of the write
+    }
     assert after["updated_at"] > before["updated_at"]
 
 
@@ -578,9 +584,13 @@ def test_query_budget_of_list_retrieve_and_upsert(user, mine, django_assert_max_
         assert user.get("/scores").status_code == 200
     with django_assert_max_num_queries(1):
         assert user.get(f"/scores/{mine.id}").status_code == 200
-    with django_assert_max_num_queries(1):
+    # The write: the upsert and its attempt-log row, in a transaction (counted here as a
+    # savepoint and its release, as the test itself runs in a transaction).
+    with django_assert_max_num_queries(4) as write:
         response = user.patch("/scores", {"exercise_id": 7, "correct": True}, format="json")
         assert response.status_code == 200
+    statements = [query["sql"].split()[0] for query in write.captured_queries]
+    assert statements == ["SAVEPOINT", "INSERT", "INSERT", "RELEASE"]
 
 
 def test_schema_is_valid_openapi_without_generator_warnings(tmp_path) -> None:

@@ -26,6 +26,12 @@ COLUMNS = [
     ("correct", "boolean", "NO", None, "NO"),
     ("created_at", "timestamp with time zone", "NO", "statement_timestamp()", "NO"),
     ("updated_at", "timestamp with time zone", "NO", "statement_timestamp()", "NO"),
+    # the attempt history (migration 0003, columns in the order it adds them)
+    ("attempts", "integer", "NO", "1", "NO"),
+    ("attempts_to_correct", "integer", "YES", None, "NO"),
+    ("first_attempt_correct", "boolean", "NO", "false", "NO"),
+    ("first_correct_at", "timestamp with time zone", "YES", None, "NO"),
+    ("last_attempted_at", "timestamp with time zone", "NO", "statement_timestamp()", "NO"),
 ]
 
 CONSTRAINTS = {
@@ -34,6 +40,7 @@ CONSTRAINTS = {
     "scores_user_exercise_uniq": ("u", "UNIQUE (user_id, exercise_id)"),
     "scores_user_id_positive": ("c", "CHECK ((user_id > 0))"),
     "scores_exercise_id_positive": ("c", "CHECK ((exercise_id > 0))"),
+    "scores_attempts_positive": ("c", "CHECK ((attempts > 0))"),
 }
 
 INDEXES = {

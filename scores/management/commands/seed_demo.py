@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from scores.models import Score
-from scores.services import score_write
+from scores.services import Write, score_write
 
 
 class Command(BaseCommand):
@@ -32,9 +32,12 @@ class Command(BaseCommand):
             for exercise_id in range(1, exercises + 1):
                 if rng.random() < 0.8:  # not everyone attempted everything
                     score_write(
-                        user_id=user_id,
-                        exercise_id=exercise_id,
-                        correct=rng.random() < skill,
+                        write=Write(
+                            user_id=user_id,
+                            exercise_id=exercise_id,
+                            correct=rng.random() < skill,
+                        ),
+                        recorded_by="seed_demo",
                     )
                     written += 1
         self.stdout.write(self.style.SUCCESS(f"Seeded {written} demo scores."))
