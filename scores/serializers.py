@@ -67,7 +67,10 @@ def parse_attempted_at(value: Any) -> datetime:
     Raises:
         InvalidValue: anything else.
     """
-    parsed = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but impossible, such as 2026-02-30
+        parsed = None
     if parsed is None:
         raise InvalidValue(ATTEMPTED_AT_INVALID)
     if timezone.is_naive(parsed):
