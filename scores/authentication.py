@@ -3,9 +3,11 @@
 A ``Bearer`` token is checked with ``GET {USERS_SERVICE_URL}/auth/status``. Verdicts are cached
 in Django's cache (``CACHE_URL``; Redis shares them between workers and instances): accepted
 tokens for ``USERS_SERVICE_CACHE_SECONDS``, rejected ones for
-``USERS_SERVICE_NEGATIVE_CACHE_SECONDS``, outages never. Only a hash of the token is used as the
-cache key. The users service being unreachable, slow, failing or answering garbage is a 503,
-never a 401 and never a 500.
+``USERS_SERVICE_NEGATIVE_CACHE_SECONDS``, outages never. Each process also keeps the verdicts it
+has seen (``LocalVerdicts``) until the moment the shared entry expires, never longer, so a
+steady caller costs no cache round trip at all. Only a hash of the token is used as the cache
+key. The users service being unreachable, slow, failing or answering garbage is a 503, never a
+401 and never a 500.
 
 Staff and service accounts are Django users: DRF ``Token`` keys or an admin session.
 """
@@ -16,6 +18,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +33,6 @@ from rest_framework.request import Request
 from scores.exceptions import UsersServiceUnavailable
 
 logger = logging.getLogger(__name__)
-
-_REJECTED = 0  # cached value of a rejected token (an accepted one caches (user_id, admin))
 
 
 @dataclass(frozen=True)
@@ -125,17 +126,68 @@ def _cache_key(token: str) -> str:
     return "evalsvc:verdict:" + hashlib.sha256(token.encode()).hexdigest()
 
 
-def _cache_get(key: str) -> Any:
+# A verdict: (expires_at, user_id, admin) for an accepted token, (expires_at,) for a rejected
+# one; expires_at is a Unix time, so that every process and instance agrees on it.
+Verdict = tuple[float, int, bool] | tuple[float]
+
+
+class LocalVerdicts:
+    """Verdicts this process has seen, kept until they expire in the shared cache.
+
+    The shared cache (Redis) costs a network round trip per request; a verdict read from it is
+    kept here until the same instant, so the lifetimes stay those of the settings. Bounded: when
+    full, expired entries go, then everything (a full refill costs one shared-cache read per
+    caller).
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, Verdict] = {}
+
+    def get(self, key: str) -> Verdict | None:
+        verdict = self._entries.get(key)
+        if verdict is None:
+            return None
+        if verdict[0] <= time.time():
+            self._entries.pop(key, None)
+            return None
+        return verdict
+
+    def put(self, key: str, verdict: Verdict) -> None:
+        if len(self._entries) >= self.max_entries:
+            now = time.time()
+            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            if len(self._entries) >= self.max_entries:
+                self._entries = {}
+        self._entries[key] = verdict
+
+    def clear(self) -> None:
+        """Forget every verdict (e.g. after the shared cache was flushed)."""
+        self._entries = {}
+
+
+local_verdicts = LocalVerdicts(max_entries=100_000)
+
+
+def _cache_get(key: str) -> Verdict | None:
+    verdict = local_verdicts.get(key)
+    if verdict is not None:
+        return verdict
     try:
-        return cache.get(key)
+        verdict = cache.get(key)
     except Exception:  # a cache outage costs a users-service call, not the request
         logger.warning("verdict cache unavailable", exc_info=True)
         return None
+    if not isinstance(verdict, tuple) or verdict[0] <= time.time():
+        return None  # absent, expired, or written by an older release
+    local_verdicts.put(key, verdict)
+    return verdict
 
 
-def _cache_set(key: str, value: Any, seconds: int) -> None:
+def _cache_set(key: str, verdict: Verdict, seconds: int) -> None:
+    local_verdicts.put(key, verdict)
     try:
-        cache.set(key, value, seconds)
+        cache.set(key, verdict, seconds)
     except Exception:
         logger.warning("verdict cache unavailable", exc_info=True)
 
@@ -149,14 +201,19 @@ def verify_token(token: str) -> PlatformUser | None:
     key = _cache_key(token)
     cached = _cache_get(key)
     if cached is not None:
-        return None if cached == _REJECTED else PlatformUser(id=cached[0], is_admin=cached[1])
+        if len(cached) == 1:
+            return None
+        _, user_id, admin = cached
+        return PlatformUser(id=user_id, is_admin=admin)
 
     status, body = users_service.auth_status(token)
     user = _verdict(status, body)
     if user is None:
-        _cache_set(key, _REJECTED, settings.USERS_SERVICE_NEGATIVE_CACHE_SECONDS)
+        seconds = settings.USERS_SERVICE_NEGATIVE_CACHE_SECONDS
+        _cache_set(key, (time.time() + seconds,), seconds)
     else:
-        _cache_set(key, (user.id, user.is_admin), settings.USERS_SERVICE_CACHE_SECONDS)
+        seconds = settings.USERS_SERVICE_CACHE_SECONDS
+        _cache_set(key, (time.time() + seconds, user.id, user.is_admin), seconds)
     return user
 
 

@@ -14,6 +14,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
+from scores.authentication import local_verdicts
+from scores.throttling import window_counts
+
 
 @pytest.fixture(scope="session")
 def httpserver_listen_address() -> tuple[str, int]:
@@ -57,8 +60,12 @@ class UsersService:
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     cache.clear()
+    local_verdicts.clear()
+    window_counts.clear()
     yield
     cache.clear()
+    local_verdicts.clear()
+    window_counts.clear()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
+from scores.authentication import local_verdicts
 from scores.models import Score
 from scores.tests.conftest import ADMIN_ID, OTHER_ID, USER_ID, bearer_client
 from scores.tests.factories import ScoreFactory
@@ -488,7 +490,8 @@ def test_a_rejected_token_is_remembered_until_its_verdict_expires(
     assert users_service.calls == 1
 
     users_service.tokens[token] = data  # the user logs in
-    caches["default"].clear()  # the negative verdict expires
+    caches["default"].clear()  # the negative verdict expires...
+    local_verdicts.clear()  # ...everywhere
 
     assert_ok(client.get(PROBE), EMPTY_PAGE)
     assert users_service.calls == 2
@@ -595,10 +598,33 @@ def test_on_redis_the_verdict_is_stored_in_redis_and_reused(
     assert_ok(client.get(PROBE), page_of(own))
     assert users_service.calls == 1
 
-    redis_server.delete(key)  # the verdict lived in Redis, not in this process
+    local_verdicts.clear()  # another process: it has only Redis to go by
+
+    assert_ok(client.get(PROBE), page_of(own))
+    assert users_service.calls == 1
+
+    redis_server.delete(key)
+    local_verdicts.clear()
 
     assert_ok(client.get(PROBE), page_of(own))
     assert users_service.calls == 2
+
+
+@pytest.mark.usefixtures("no_throttling")
+def test_a_process_keeps_a_verdict_no_longer_than_redis_does(
+    users_service: Any, redis_server: redis.Redis, redis_cache: str, settings: Any
+) -> None:
+    settings.USERS_SERVICE_CACHE_SECONDS = 30
+    client = bearer_client(users_service.user(USER_ID))
+    assert_ok(client.get(PROBE), EMPTY_PAGE)
+    [key] = redis_keys(redis_server, redis_cache)
+    local_verdicts.clear()
+    assert_ok(client.get(PROBE), EMPTY_PAGE)  # read from Redis, kept by this process
+
+    [(expires_at, user_id, admin)] = local_verdicts._entries.values()
+
+    assert (user_id, admin) == (USER_ID, False)
+    assert expires_at == pytest.approx(time.time() + redis_server.pttl(key) / 1000, abs=1)
 
 
 def test_on_redis_a_rejected_token_is_remembered_too(
@@ -633,6 +659,8 @@ def test_with_redis_unreachable_each_request_asks_the_users_service_instead(
     client = bearer_client(users_service.user(USER_ID))
 
     assert_ok(client.get(PROBE), page_of(own))
+    assert_ok(client.get(PROBE), page_of(own))  # the process's own copy of the verdict
+    local_verdicts.clear()
     assert_ok(client.get(PROBE), page_of(own))
     assert_unauthorized(bearer_client("unknown-token").get(PROBE), REJECTED)
 
@@ -647,6 +675,7 @@ def test_with_redis_unreachable_requests_still_succeed_with_default_throttling(
     client = bearer_client(users_service.user(USER_ID))
 
     assert_ok(client.get(PROBE), page_of(own))
+    local_verdicts.clear()
     assert_ok(client.get(PROBE), page_of(own))
 
     assert users_service.calls == 2
