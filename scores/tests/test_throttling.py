@@ -66,3 +66,38 @@ def test_throttling_fails_open_when_the_cache_is_down(settings, user, monkeypatc
     settings.CACHES = {"default": {**REDIS, "LOCATION": "redis://127.0.0.1:1/0"}}
 
     assert [user.get("/scores").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def shared_counts(redis_cache) -> list[int]:
+    client = redis_cache._cache.get_client()
+    return [int(client.get(key)) for key in client.keys("*throttle_user*")]
+
+
+def test_a_process_adds_its_requests_to_the_shared_counter_a_batch_at_a_time(
+    redis_cache, user, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"user": "1000/hour", "anon": "1/hour"}
+    )  # batch 10
+
+    statuses = [user.get("/scores").status_code for _ in range(9)]
+    assert (statuses, shared_counts(redis_cache)) == ([200] * 9, [])
+
+    assert user.get("/scores").status_code == 200
+    assert shared_counts(redis_cache) == [10]
+
+
+def test_a_caller_found_over_the_rate_is_refused_until_the_window_ends(
+    redis_cache, user, monkeypatch
+) -> None:
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"user": "250/hour", "anon": "1/hour"}
+    )  # batch 2
+    assert [user.get("/scores").status_code for _ in range(2)] == [200, 200]
+    client = redis_cache._cache.get_client()
+    [key] = client.keys("*throttle_user*")
+    client.set(key, 249)  # the other processes' requests
+
+    assert [user.get("/scores").status_code for _ in range(2)] == [200, 429]  # 251 > 250
+    client.delete(key)  # not asked again in this window
+    assert user.get("/scores").status_code == 429
