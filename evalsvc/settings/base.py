@@ -91,6 +91,7 @@ def database(url: str) -> dict[str, object]:
     """A ``DATABASES`` entry from a database URL, with the options every environment wants."""
     config: dict[str, object] = env.db_url_config(url)
     if config["ENGINE"] == "django.db.backends.postgresql":
+        config["ENGINE"] = "evalsvc.postgres"  # a health check without a round trip
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
         # Behind PgBouncer in transaction mode server-side cursors do not survive; the CSV

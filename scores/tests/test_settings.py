@@ -36,7 +36,7 @@ REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
 
 POSTGRES_URL = "postgres://scores:s3cret@db.internal:5433/scores_db"
 POSTGRES = {
-    "ENGINE": "django.db.backends.postgresql",
+    "ENGINE": "evalsvc.postgres",
     "NAME": "scores_db",
     "HOST": "db.internal",
     "PORT": 5433,
