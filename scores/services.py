@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,6 +97,7 @@ class BulkWrite:
 
     created: int
     updated: int
+    not_applied: int = 0  # of ``updated``: older than the score's latest attempt, only logged
 
 
 # --- SQL: table and column names are constants; every value is a bound parameter -----------
@@ -126,13 +128,47 @@ _UPDATE = (
     "last_attempted_at = %s, first_correct_at = coalesce(first_correct_at, %s), "
     "attempts_to_correct = coalesce(attempts_to_correct, CASE WHEN %s THEN attempts + 1 END) "
     "WHERE user_id = %s AND exercise_id = %s AND last_attempted_at <= %s "
-    f"RETURNING {SCORE_COLUMNS}, false"
+    f"RETURNING {SCORE_COLUMNS}, false AS created"
 )
 _CURRENT = f"SELECT {SCORE_COLUMNS}, false FROM scores WHERE user_id = %s AND exercise_id = %s"
 _LOG_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _LOG = (
     "INSERT INTO score_attempts (score_id, user_id, exercise_id, correct, attempted_at, "
     "recorded_at, recorded_by, attempt_id, applied, created_score) VALUES "
+)
+
+# PostgreSQL, one write: the score's statement and its log row in one statement (one round
+# trip, atomic on its own: no BEGIN and COMMIT round trips). ``applied`` is the score statement
+# returning the score and ``created``; it returns nothing when the attempt is older than the
+# score's latest (or, for a create, when the score exists), and then nothing is logged here.
+_PG_APPLY_AND_LOG = (
+    "WITH applied AS ({statement}), logged AS ("
+    "INSERT INTO score_attempts (score_id, user_id, exercise_id, correct, attempted_at, "
+    "recorded_at, recorded_by, attempt_id, applied, created_score) "
+    "SELECT id, user_id, exercise_id, correct, %s, %s, %s, %s, true, created FROM applied) "
+    "SELECT * FROM applied"
+)
+
+# PostgreSQL, bulk: the rows travel as one array per column, unnested in key order. The
+# statement text and its dozen placeholders are the same for every batch, so psycopg converts
+# it once and caches it (ten placeholders per row made it re-parse ~60 kB of SQL per call).
+_PG_UPSERT_MANY = (
+    f"INSERT INTO scores ({_INSERT_COLUMNS}) "
+    "SELECT u, e, c, %s, %s, 1, a, CASE WHEN c THEN a END, c, CASE WHEN c THEN 1 END "
+    "FROM unnest(%s::integer[], %s::integer[], %s::boolean[], %s::timestamptz[]) AS t(u, e, c, a) "
+    f"ORDER BY u, e ON CONFLICT (user_id, exercise_id) {_ON_CONFLICT[WriteMode.UPSERT]} "
+    "RETURNING id, user_id, exercise_id, (xmax = 0)"
+)
+_PG_IDS_MANY = (
+    "SELECT user_id, exercise_id, id FROM scores WHERE (user_id, exercise_id) IN "
+    "(SELECT * FROM unnest(%s::integer[], %s::integer[]))"
+)
+_PG_LOG_MANY = (
+    "INSERT INTO score_attempts (score_id, user_id, exercise_id, correct, attempted_at, "
+    "recorded_at, recorded_by, attempt_id, applied, created_score) "
+    "SELECT s, u, e, c, a, %s, %s, i, ap, cr FROM unnest(%s::bigint[], %s::integer[], "
+    "%s::integer[], %s::boolean[], %s::timestamptz[], %s::uuid[], %s::boolean[], %s::boolean[]) "
+    "AS t(s, u, e, c, a, i, ap, cr)"
 )
 
 
@@ -151,7 +187,7 @@ def _insert(rows: int, mode: WriteMode, returning: str) -> str:
     return (
         f"INSERT INTO scores ({_INSERT_COLUMNS}) VALUES {values} "
         f"ON CONFLICT (user_id, exercise_id) {_ON_CONFLICT[mode]} "
-        f"RETURNING {returning}, {_created_flag()}"
+        f"RETURNING {returning}, {_created_flag()} AS created"
     )
 
 
@@ -218,6 +254,11 @@ def score_write(
             if recorded is not None:
                 return _replay(write, recorded)
         try:
+            if connection.vendor == "postgresql":
+                # In autocommit the statement is a transaction of its own; inside a caller's
+                # transaction a savepoint keeps a failure from spoiling it.
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                    return _apply_pg(write, recorded_by, mode)
             with transaction.atomic():
                 return _apply(write, recorded_by, mode)
         except IntegrityError:
@@ -225,6 +266,30 @@ def score_write(
                 raise
             # A concurrent write logged this attempt_id first: answer as its replay.
     raise RuntimeError("attempt_id kept conflicting")  # pragma: no cover
+
+
+def _apply_pg(write: Write, recorded_by: str, mode: WriteMode) -> ScoreWrite:
+    """``_apply`` in one statement when the write applies (the common case); an attempt that
+    does not apply is logged by ``_apply`` in a transaction of its own (its statement changed
+    nothing, so running it again there gives the same answer)."""
+    now = timezone.now()
+    statement, params = _score_statement(write, now, mode)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PG_APPLY_AND_LOG.format(statement=statement),
+            [
+                *params,
+                write.attempted_at or now,
+                now,
+                recorded_by,
+                write.attempt_id,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        return ScoreWrite(score=score_row(row[:-1]), created=bool(row[-1]))
+    with transaction.atomic():
+        return _apply(write, recorded_by, mode)
 
 
 def _replay(write: Write, recorded: dict[str, Any]) -> ScoreWrite:
@@ -244,26 +309,27 @@ def _replay(write: Write, recorded: dict[str, Any]) -> ScoreWrite:
     )
 
 
+def _score_statement(write: Write, now: datetime, mode: WriteMode) -> tuple[str, list[Any]]:
+    """The statement applying ``write`` to its score, returning the score and ``created``."""
+    if mode is WriteMode.UPDATE:
+        at = _db_time(write.attempted_at or now)
+        return _UPDATE, [
+            write.correct,
+            _db_time(now),
+            at,
+            at if write.correct else None,
+            write.correct,
+            write.user_id,
+            write.exercise_id,
+            at,
+        ]
+    return _insert(1, mode, SCORE_COLUMNS), _insert_params(write, now)
+
+
 def _apply(write: Write, recorded_by: str, mode: WriteMode) -> ScoreWrite:
     now = timezone.now()
-    at = _db_time(write.attempted_at or now)
     with connection.cursor() as cursor:
-        if mode is WriteMode.UPDATE:
-            cursor.execute(
-                _UPDATE,
-                [
-                    write.correct,
-                    _db_time(now),
-                    at,
-                    at if write.correct else None,
-                    write.correct,
-                    write.user_id,
-                    write.exercise_id,
-                    at,
-                ],
-            )
-        else:
-            cursor.execute(_insert(1, mode, SCORE_COLUMNS), _insert_params(write, now))
+        cursor.execute(*_score_statement(write, now, mode))
         row = cursor.fetchone()
         applied = row is not None
         if row is None:
@@ -316,34 +382,87 @@ def _apply_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
     if not todo:
         return BulkWrite(created=0, updated=len(writes))
     now = timezone.now()
-    params: list[Any] = []
-    for write in todo:
-        params += _insert_params(write, now)
+    arrays = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        cursor.execute(_insert(len(todo), WriteMode.UPSERT, "id, user_id, exercise_id"), params)
+        if arrays:
+            cursor.execute(
+                _PG_UPSERT_MANY,
+                [
+                    now,
+                    now,
+                    [write.user_id for write in todo],
+                    [write.exercise_id for write in todo],
+                    [write.correct for write in todo],
+                    [write.attempted_at or now for write in todo],
+                ],
+            )
+        else:
+            params: list[Any] = []
+            for write in todo:
+                params += _insert_params(write, now)
+            cursor.execute(_insert(len(todo), WriteMode.UPSERT, "id, user_id, exercise_id"), params)
         applied = {(user, exercise): (id_, bool(new)) for id_, user, exercise, new in cursor}
         stale = [write for write in todo if (write.user_id, write.exercise_id) not in applied]
         ids = {key: id_ for key, (id_, _) in applied.items()}
         if stale:  # older attempts: the scores they did not change
-            pairs = ", ".join(["(%s, %s)"] * len(stale))
-            cursor.execute(
-                "SELECT user_id, exercise_id, id FROM scores "
-                f"WHERE (user_id, exercise_id) IN (VALUES {pairs})",
-                [value for write in stale for value in (write.user_id, write.exercise_id)],
-            )
-            ids.update({(user, exercise): id_ for user, exercise, id_ in cursor})
-        log: list[Any] = []
-        rows = 0
-        for write in todo:
-            key = (write.user_id, write.exercise_id)
-            if key in ids:  # (a score deleted meanwhile has nothing to log against)
-                new = applied.get(key, (0, False))[1]
-                log += _log_params(write, ids[key], now, recorded_by, key in applied, new)
-                rows += 1
-        if rows:
-            cursor.execute(_LOG + ", ".join([_LOG_ROW] * rows), log)
+            ids.update(_score_ids(cursor, stale, arrays))
+        logged = [
+            (write, ids[key], key in applied, applied.get(key, (0, False))[1])
+            for write in todo
+            if (key := (write.user_id, write.exercise_id)) in ids
+        ]  # (a score deleted meanwhile has nothing to log against)
+        if logged:
+            _log_many(cursor, logged, now, recorded_by, arrays)
     created = sum(1 for _, inserted in applied.values() if inserted)
-    return BulkWrite(created=created, updated=len(writes) - created)
+    return BulkWrite(created=created, updated=len(writes) - created, not_applied=len(stale))
+
+
+def _score_ids(cursor: Any, writes: list[Write], arrays: bool) -> dict[tuple[int, int], int]:
+    """The ids of the scores of ``writes`` (which exist unless deleted meanwhile)."""
+    if arrays:
+        cursor.execute(
+            _PG_IDS_MANY,
+            [[write.user_id for write in writes], [write.exercise_id for write in writes]],
+        )
+    else:
+        pairs = ", ".join(["(%s, %s)"] * len(writes))
+        cursor.execute(
+            "SELECT user_id, exercise_id, id FROM scores "
+            f"WHERE (user_id, exercise_id) IN (VALUES {pairs})",
+            [value for write in writes for value in (write.user_id, write.exercise_id)],
+        )
+    return {(user, exercise): id_ for user, exercise, id_ in cursor}
+
+
+def _log_many(
+    cursor: Any,
+    logged: list[tuple[Write, int, bool, bool]],
+    now: datetime,
+    recorded_by: str,
+    arrays: bool,
+) -> None:
+    """Append one attempt per (write, score id, applied, created) to the log."""
+    if arrays:
+        cursor.execute(
+            _PG_LOG_MANY,
+            [
+                now,
+                recorded_by,
+                [score_id for _, score_id, _, _ in logged],
+                [write.user_id for write, _, _, _ in logged],
+                [write.exercise_id for write, _, _, _ in logged],
+                [write.correct for write, _, _, _ in logged],
+                [write.attempted_at or now for write, _, _, _ in logged],
+                [write.attempt_id for write, _, _, _ in logged],
+                [applied for _, _, applied, _ in logged],
+                [created for _, _, _, created in logged],
+            ],
+        )
+        return
+    params: list[Any] = []
+    for write, score_id, applied, created in logged:
+        params += _log_params(write, score_id, now, recorded_by, applied, created)
+    cursor.execute(_LOG + ", ".join([_LOG_ROW] * len(logged)), params)
 
 
 def _replayed_items(writes: Sequence[Write]) -> set[int]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
-from scores.models import Score
+from scores.models import Attempt, Score
 from scores.tests.conftest import ADMIN_ID, OTHER_ID, USER_ID
 from scores.tests.factories import ScoreFactory
 from scores.tests.helpers import iso, page, score_json, stored
@@ -584,13 +585,35 @@ def test_query_budget_of_list_retrieve_and_upsert(user, mine, django_assert_max_
         assert user.get("/scores").status_code == 200
     with django_assert_max_num_queries(1):
         assert user.get(f"/scores/{mine.id}").status_code == 200
-    # The write: the upsert and its attempt-log row, in a transaction (counted here as a
-    # savepoint and its release, as the test itself runs in a transaction).
+    # The write: the upsert and its attempt-log row (one statement on PostgreSQL), in a
+    # savepoint, as the test itself runs in a transaction.
     with django_assert_max_num_queries(4) as write:
         response = user.patch("/scores", {"exercise_id": 7, "correct": True}, format="json")
         assert response.status_code == 200
     statements = [query["sql"].split()[0] for query in write.captured_queries]
-    assert statements == ["SAVEPOINT", "INSERT", "INSERT", "RELEASE"]
+    if connection.vendor == "postgresql":
+        assert statements == ["SAVEPOINT", "WITH", "RELEASE"]
+    else:
+        assert statements == ["SAVEPOINT", "INSERT", "INSERT", "RELEASE"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one-statement write")
+def test_on_postgresql_an_applied_write_is_one_statement_and_its_own_transaction(
+    user, django_assert_num_queries
+) -> None:
+    ScoreFactory(user_id=USER_ID, exercise_id=7, correct=False)
+    user.get("/scores")  # the token's verdict is now cached
+
+    with django_assert_num_queries(1) as write:
+        response = user.patch("/scores", {"exercise_id": 7, "correct": True}, format="json")
+
+    assert response.status_code == 200
+    assert write.captured_queries[0]["sql"].startswith("WITH applied AS (INSERT INTO scores")
+    assert stored() == [(USER_ID, 7, True)]
+    assert list(Attempt.objects.values_list("user_id", "exercise_id", "correct", "applied")) == [
+        (USER_ID, 7, True, True)
+    ]
 
 
 def test_schema_is_valid_openapi_without_generator_warnings(tmp_path) -> None:
