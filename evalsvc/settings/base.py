@@ -165,7 +165,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["scores.parsers.ORJSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "scores.negotiation.JSONFirstNegotiation",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["scores.filters.FilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
         "scores.throttling.UserRateThrottle",
         "scores.throttling.AnonRateThrottle",
