@@ -31,6 +31,7 @@ from rest_framework.authentication import BaseAuthentication, TokenAuthenticatio
 from rest_framework.request import Request
 
 from scores.exceptions import UsersServiceUnavailable
+from scores.telemetry import USERS_SERVICE_CALLS, note_caller
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +207,13 @@ def verify_token(token: str) -> PlatformUser | None:
         _, user_id, admin = cached
         return PlatformUser(id=user_id, is_admin=admin)
 
-    status, body = users_service.auth_status(token)
-    user = _verdict(status, body)
+    try:
+        status, body = users_service.auth_status(token)
+        user = _verdict(status, body)
+    except UsersServiceUnavailable:
+        USERS_SERVICE_CALLS.labels("failed").inc()
+        raise
+    USERS_SERVICE_CALLS.labels("rejected" if user is None else "accepted").inc()
     if user is None:
         seconds = settings.USERS_SERVICE_NEGATIVE_CACHE_SECONDS
         _cache_set(key, (time.time() + seconds,), seconds)
@@ -263,6 +269,7 @@ class UsersServiceAuthentication(BaseAuthentication):
         user = verify_token(token)
         if user is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or inactive token.")
+        note_caller(request._request, user_id=user.id)
         return user, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -271,6 +278,12 @@ class UsersServiceAuthentication(BaseAuthentication):
 
 class ServiceTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>`` for staff and service accounts (DRF tokens)."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        result = super().authenticate(request)
+        if result is not None:
+            note_caller(request._request, account=result[0].get_username())
+        return result
 
 
 class RejectUnknownAuthorization(BaseAuthentication):

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "scores.telemetry.RequestLogMiddleware",  # first: sees every response, sets X-Request-ID
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -211,13 +212,34 @@ USERS_SERVICE_NEGATIVE_CACHE_SECONDS = env.int("USERS_SERVICE_NEGATIVE_CACHE_SEC
 SCORES_SELF_REPORT = env.bool("SCORES_SELF_REPORT", default=True)
 RETRY_AFTER_SECONDS = env.int("RETRY_AFTER_SECONDS", default=5)
 
-# --- Logging --------------------------------------------------------------------------------
+# --- Logging and metrics --------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+
+
+def logging_config(log_format: str) -> dict[str, object]:
+    """Everything to stderr, as JSON lines (``json``) or as plain text (``plain``); one line
+    per request from ``evalsvc.request`` (scores.telemetry.RequestLogMiddleware)."""
+    formatters = {
+        "json": {"()": "evalsvc.logs.JSONFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    }
+    if log_format not in formatters:
+        sys.stderr.write(f"evalsvc: LOG_FORMAT must be json or plain, not {log_format!r}\n")
+        raise SystemExit(1)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"main": formatters[log_format]},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main"}},
+        "root": {"handlers": ["console"], "level": LOG_LEVEL},
+        # 4xx/5xx are in the request log already; django.request would repeat every one.
+        "loggers": {"django.request": {"level": "ERROR"}},
+    }
+
+
+LOGGING = logging_config(env.str("LOG_FORMAT", default="plain"))
+
+# /metrics (Prometheus): with METRICS_TOKEN set, only for "Authorization: Bearer <token>";
+# without it, open where METRICS_OPEN is true (not in production: see production.py).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_OPEN = env.bool("METRICS_OPEN", default=True)

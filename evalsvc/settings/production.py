@@ -1,7 +1,7 @@
 """Production: nothing secret or deployment-specific has a default; start-up stops without it."""
 
 from .base import *  # noqa: F403
-from .base import database, env, replica_databases, require
+from .base import database, env, logging_config, replica_databases, require
 
 DEBUG = False
 SECRET_KEY = require("SECRET_KEY")
@@ -18,3 +18,7 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Operations -----------------------------------------------------------------------------
+LOGGING = logging_config(env.str("LOG_FORMAT", default="json"))
+METRICS_OPEN = env.bool("METRICS_OPEN", default=False)  # set METRICS_TOKEN, or open it on purpose

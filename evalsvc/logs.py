@@ -1,0 +1,25 @@
+"""Log lines as JSON objects, one per line, for log shippers (``LOG_FORMAT=json``)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import orjson
+
+
+class JSONFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...}``, plus a record's ``fields`` (the request
+    log's method, path, status...) and the traceback of an exception as ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
