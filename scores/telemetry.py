@@ -120,7 +120,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return json_error(401, "The metrics token is missing or wrong.")
+            return json_error(
+                401,
+                "The metrics token is missing or wrong.",
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     elif not settings.METRICS_OPEN:
         return json_error(404, "Metrics are served only with METRICS_TOKEN set.")
     if request.method not in ("GET", "HEAD"):

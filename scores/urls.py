@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.urls import re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import Route, SimpleRouter
 
 from scores import views
@@ -39,7 +38,7 @@ urlpatterns = [
     *router.urls,
     re_path(optional_slash("health"), views.HealthView.as_view(), name="health"),
     re_path(optional_slash("ready"), views.ReadyView.as_view(), name="ready"),
-    re_path(optional_slash("schema"), SpectacularAPIView.as_view(), name="schema"),
-    re_path(optional_slash("docs"), SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    re_path(optional_slash("redoc"), SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    re_path(optional_slash("schema"), views.SchemaView.as_view(), name="schema"),
+    re_path(optional_slash("docs"), views.SwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(optional_slash("redoc"), views.RedocView.as_view(url_name="schema"), name="redoc"),
 ]

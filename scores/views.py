@@ -8,6 +8,7 @@ from django.db import connection, router
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -27,6 +28,7 @@ from scores.pagination import (
     IdCursorPagination,
 )
 from scores.permissions import ensure_may_write, ensure_privileged, target_user_id
+from scores.renderers import ORJSONRenderer
 from scores.schema import USER_ID_QUERY, error_responses, write_errors
 from scores.selectors import (
     ScoreRow,
@@ -147,6 +149,13 @@ class ScoreViewSet(viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no caller
             return Score.objects.none()
         return scores_visible_to(self.caller)
+
+    def get_object(self) -> Any:
+        """The score of a ``{pk}`` route. DRF's OPTIONS asks for it before describing PUT; the
+        ``user/{exercise_id}`` upsert has none to give (its PUT may create the score)."""
+        if self.lookup_field not in self.kwargs:
+            return None
+        return super().get_object()
 
     @property
     def caller(self) -> Caller:
@@ -397,6 +406,33 @@ class ScoreViewSet(viewsets.GenericViewSet):
 class PublicView(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
+
+
+class JSONErrorsMixin:
+    """For views that render YAML or HTML (the schema, the docs): their errors (405, 429) and
+    their OPTIONS description are JSON like the rest of the API, not a page (nor, for OPTIONS
+    of the docs, a 500 from a template given the wrong context)."""
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if isinstance(response, Response) and (response.exception or request.method == "OPTIONS"):
+            response.accepted_renderer = ORJSONRenderer()
+            response.accepted_media_type = ORJSONRenderer.media_type
+        return response
+
+
+class SchemaView(JSONErrorsMixin, SpectacularAPIView):
+    """The OpenAPI schema."""
+
+
+class SwaggerView(JSONErrorsMixin, SpectacularSwaggerView):
+    """Swagger UI, with its assets served locally."""
+
+
+class RedocView(JSONErrorsMixin, SpectacularRedocView):
+    """Redoc, with its assets served locally."""
 
 
 class PingView(PublicView):

@@ -6,6 +6,7 @@ must not guess (``SECRET_KEY``, ``DATABASE_URL``, ``ALLOWED_HOSTS``).
 """
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -67,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires: the lockout response
 ]
 
 TEMPLATES = [
@@ -151,6 +154,22 @@ X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_BODY_BYTES", default=1024 * 1024)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 
+# --- Admin login lockout (django-axes; see SECURITY.md) -------------------------------------
+# ADMIN_LOGIN_FAILURE_LIMIT failed logins from one client address lock that address out of the
+# login (429, even with the right password) for ADMIN_LOGIN_LOCKOUT_SECONDS. Attempts are kept
+# in the database, so every worker and instance agrees.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out client
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "scores.clients.client_address"
+AXES_LOCKOUT_CALLABLE = "scores.clients.lockout_response"  # 429 + Retry-After, no CORS
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no start-up banner; lockouts are still logged, addresses masked
+
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -179,6 +198,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
+    # Proxies in front that append to X-Forwarded-For (0: the connection's own address). DRF's
+    # default (None) would take the whole header, which a client can vary to dodge throttles.
+    "NUM_PROXIES": env.int("TRUSTED_PROXY_COUNT", default=0),
 }
 
 SPECTACULAR_SETTINGS = {

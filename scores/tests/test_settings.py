@@ -31,6 +31,10 @@ READ_BY_SETTINGS = (
     "SECURE_HSTS_SECONDS",
     "SECURE_HSTS_INCLUDE_SUBDOMAINS",
     "SECURE_HSTS_PRELOAD",
+    "CORS_ALLOWED_ORIGINS",
+    "TRUSTED_PROXY_COUNT",
+    "ADMIN_LOGIN_FAILURE_LIMIT",
+    "ADMIN_LOGIN_LOCKOUT_SECONDS",
 )
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
 
@@ -193,11 +197,27 @@ def test_production_and_staging_without_a_required_variable_stop_naming_it(
     assert [name for name in REQUIRED_IN_PRODUCTION if name in lines[0]] == [missing]
 
 
-def test_the_deployment_checks_of_production_identify_no_issues_at_all() -> None:
+EVERY_SECURITY_VARIABLE = {
+    "CORS_ALLOWED_ORIGINS": "https://app.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://scores.example.com",
+    "TRUSTED_PROXY_COUNT": "1",
+    "ADMIN_LOGIN_FAILURE_LIMIT": "10",
+    "ADMIN_LOGIN_LOCKOUT_SECONDS": "60",
+}
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, EVERY_SECURITY_VARIABLE], ids=["defaults", "every-security-variable-set"]
+)
+@pytest.mark.parametrize("module", ["production", "staging"])
+def test_the_deployment_checks_of_production_identify_no_issues_at_all(
+    module: str, extra: dict[str, str]
+) -> None:
     result = run(
         ["manage.py", "check", "--deploy"],
-        DJANGO_SETTINGS_MODULE="evalsvc.settings.production",
+        DJANGO_SETTINGS_MODULE=f"evalsvc.settings.{module}",
         **production_env(),
+        **extra,
     )
 
     assert (result.returncode, result.stdout, result.stderr) == (
