@@ -1,28 +1,152 @@
-"""Staff inspection of scores, usable on a table of millions of rows.
+"""Staff inspection of scores, usable on a table of millions of rows: every query of the score
+list is served by an index of ``scores`` and reads a bounded number of rows (no full count, no
+facet counts, no date hierarchy), and the statistics page reads the trigger-maintained
+``exercise_stats`` counters, never ``scores``.
 
 Staff corrections are written through ``scores.services`` like every other write, so they are
 logged as attempts (recorded by the staff account's username).
 """
 
-from typing import Any
+from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from functools import cached_property
+from typing import Any, cast
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import F, FloatField, Q, QuerySet
+from django.db.models.functions import Cast
+from django.http import HttpRequest, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from scores.csv_export import csv_chunks
+from scores.csv_import import parse_id_text
 from scores.models import Score
-from scores.selectors import attempts_of_score
+from scores.selectors import (
+    attempts_of_score,
+    exercise_stats,
+    exercise_stats_totals,
+    scores_for_export,
+    with_rates,
+)
+from scores.serializers import InvalidValue
 from scores.services import Write, WriteMode, score_write
 
 ATTEMPTS_SHOWN = 200
+COUNT_CAP = 10_000  # the score list counts at most this many rows (plus one)
+STATS_PER_PAGE = 100
+
+# The admin index links to the statistics page (templates/admin/scores/site_index.html).
+admin.site.index_template = "admin/scores/site_index.html"
+
+
+class CountAtLeast(int):
+    """A count stopped at ``COUNT_CAP + 1`` rows; the admin prints it as "more than 10000"."""
+
+    def __str__(self) -> str:
+        return f"more than {COUNT_CAP}"
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``COUNT_CAP + 1`` rows (``SELECT count(*) FROM (... LIMIT 10001)``): a
+    page of the whole table costs a few milliseconds, not a count of millions of rows. Past the
+    cap the pages stop at the 10001st row; filters and search narrow the list instead."""
+
+    @cached_property
+    def count(self) -> int:
+        rows = cast("QuerySet[Score]", self.object_list).order_by()  # any order counts alike
+        counted = rows[: COUNT_CAP + 1].count()
+        return CountAtLeast(counted) if counted > COUNT_CAP else counted
+
+
+class ScoreChangeList(ChangeList):
+    """A column ordering ends with the admin's default, ``-id`` (or Django's ``-pk``), to be
+    total; here that id follows the direction of the column instead, so ``exercise_id`` ascending
+    reads the (exercise_id, id) index forwards rather than sorting an exercise's rows by id."""
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Score]) -> list[Any]:
+        ordering: list[Any] = super().get_ordering(request, queryset)
+        first = ordering[0] if len(ordering) > 1 else None
+        if isinstance(first, str) and not first.startswith("-") and ordering[-1] in ("-id", "-pk"):
+            ordering[-1] = "id"
+        return ordering
+
+
+class IdFilter(admin.SimpleListFilter):
+    """A sidebar box taking one id (``?<parameter_name>=<id>``): listing every user or exercise
+    would not fit, nor be cheap. An id that is not one redirects to the list with ``?e=1``, as
+    Django does for any bad filter value."""
+
+    parameter_name: str
+    field: str
+    template = "admin/scores/id_filter.html"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Score]) -> QuerySet[Score]:
+        value = self.value()
+        if not value:  # absent, or the box submitted empty
+            return queryset
+        try:
+            return queryset.filter(**{self.field: parse_id_text(value)})
+        except InvalidValue as exc:
+            raise IncorrectLookupParameters(f"{self.parameter_name}: {exc}") from exc
+
+    def choices(self, changelist: ChangeList) -> Any:
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "All",
+            "value": self.value() or "",
+            "hidden": [
+                (name, value)
+                for name, value in changelist.params.items()
+                if name != self.parameter_name
+            ],
+        }
+
+
+class UserFilter(IdFilter):
+    title = "user id"
+    parameter_name = "user"
+    field = "user_id"  # the unique (user_id, exercise_id) index
+
+
+class ExerciseFilter(IdFilter):
+    title = "exercise id"
+    parameter_name = "exercise"
+    field = "exercise_id"  # the (exercise_id, id) index, already in the list's order
+
+
+SEARCH_PREFIXES = {"user": "user_id", "exercise": "exercise_id"}
 
 
 @admin.register(Score)
 class ScoreAdmin(admin.ModelAdmin):
     list_display = ["id", "user_id", "exercise_id", "correct", "created_at", "updated_at"]
-    list_filter = ["correct", "created_at", "updated_at"]
-    search_fields = ["=user_id", "=exercise_id"]
+    list_filter = [
+        "correct",
+        UserFilter,
+        ExerciseFilter,
+        ("updated_at", admin.DateFieldListFilter),
+    ]
+    # Every ordering the list offers follows an index (created_at has none).
+    sortable_by = ["id", "user_id", "exercise_id", "updated_at"]
+    search_fields = ["user_id", "exercise_id"]  # what get_search_results matches, exactly
+    search_help_text = (
+        "Ids, exactly: 42 matches user 42 or exercise 42; user:42 or exercise:7 only one of "
+        "them; several terms must all match."
+    )
     readonly_fields = [
         "created_at",
         "updated_at",
@@ -32,13 +156,42 @@ class ScoreAdmin(admin.ModelAdmin):
     ]
     exclude = ["last_attempted_at", "first_attempt_correct", "attempts_to_correct"]
     show_full_result_count = False  # no COUNT(*) of the whole table on every page
+    show_facets = admin.ShowFacets.NEVER  # a facet is a count over the filtered rows
+    paginator = CappedCountPaginator
     list_per_page = 50
     ordering = ["-id"]
+    actions = ["export_csv"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ScoreChangeList
 
     def get_readonly_fields(self, request: HttpRequest, obj: Score | None = None) -> Any:
-        if obj is None:
-            return ["created_at", "updated_at"]
+        if obj is None:  # the write service sets the history of a new score
+            return ["created_at", "updated_at", "attempts", "first_correct_at"]
         return ["user_id", "exercise_id", *self.readonly_fields]  # a score's identity is fixed
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Score], search_term: str
+    ) -> tuple[QuerySet[Score], bool]:
+        """Equality on the indexed id columns (Django's own ``=field`` search compares the
+        columns as text, which no index serves). A term that is not an id matches nothing."""
+        for term in search_term.split():
+            prefix, _, text = term.rpartition(":")
+            try:
+                value = parse_id_text(text)
+            except InvalidValue as exc:
+                messages.warning(request, f"Search {term!r}: {exc} Nothing matches it.")
+                return queryset.none(), False
+            if prefix in SEARCH_PREFIXES:
+                queryset = queryset.filter(**{SEARCH_PREFIXES[prefix]: value})
+            elif not prefix:
+                queryset = queryset.filter(Q(user_id=value) | Q(exercise_id=value))
+            else:
+                messages.warning(
+                    request, f"Search {term!r}: say user:<id> or exercise:<id>. Nothing matches it."
+                )
+                return queryset.none(), False
+        return queryset, False
 
     @admin.display(description="Attempt log (oldest first)")
     def attempt_history(self, obj: Score) -> SafeString:
@@ -75,3 +228,73 @@ class ScoreAdmin(admin.ModelAdmin):
         )
         for field, value in result.score.items():
             setattr(obj, field, value)
+
+    @admin.action(description="Export selected scores as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Score]) -> StreamingHttpResponse:
+        """The columns of ``GET /scores/export.csv``, streamed (selecting "all" exports every
+        score the filters match)."""
+        response = StreamingHttpResponse(
+            csv_chunks(scores_for_export(queryset)), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = 'attachment; filename="scores.csv"'
+        return response
+
+    # --- Statistics page ------------------------------------------------------------------
+
+    STATS_ORDERS = {
+        "exercise": ("exercise id", ["exercise_id"]),
+        "attempted": ("most attempted", ["-attempted", "exercise_id"]),
+        "rate": ("lowest success rate", ["rate", "exercise_id"]),
+    }
+
+    def get_urls(self) -> list[URLPattern]:
+        statistics = path(
+            "statistics/",
+            self.admin_site.admin_view(self.statistics_view),
+            name="scores_score_statistics",
+        )
+        return [statistics, *super().get_urls()]
+
+    def statistics_view(self, request: HttpRequest) -> TemplateResponse:
+        """Per exercise: users with a score, users whose score is correct, the success rate,
+        as bars; with the totals over every exercise. From ``exercise_stats`` (the counters
+        kept by triggers), ``STATS_PER_PAGE`` exercises a page."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        order = request.GET.get("o", "exercise")
+        if order not in self.STATS_ORDERS:
+            order = "exercise"
+        rows = exercise_stats().annotate(
+            rate=Cast(F("correct"), FloatField()) / Cast(F("attempted"), FloatField())
+        )
+        page = Paginator(rows.order_by(*self.STATS_ORDERS[order][1]), STATS_PER_PAGE).get_page(
+            request.GET.get("p")
+        )
+        totals = exercise_stats_totals()
+        scale = totals["most_attempted"] or 1
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Exercise statistics",
+            "page": page,
+            "order": order,
+            "orders": [(key, label) for key, (label, _) in self.STATS_ORDERS.items()],
+            "rows": [
+                {
+                    **row,
+                    "percent": f"{row['success_rate'] * 100:.1f}",
+                    "attempted_width": f"{row['attempted'] / scale * 100:.2f}",
+                    "correct_width": f"{row['correct'] / scale * 100:.2f}",
+                }
+                for row in with_rates(list(page.object_list))
+            ],
+            "totals": {
+                **totals,
+                "percent": (
+                    f"{totals['correct'] / totals['attempted'] * 100:.1f}"
+                    if totals["attempted"]
+                    else None
+                ),
+            },
+        }
+        return TemplateResponse(request, "admin/scores/score/statistics.html", context)

@@ -173,6 +173,24 @@ def exercise_stats() -> QuerySet[ExerciseStats, dict[str, Any]]:
     )
 
 
+def exercise_stats_totals() -> dict[str, int]:
+    """Over every exercise of ``exercise_stats``, from the same counters: ``exercises``,
+    ``attempted`` (scores), ``correct`` (correct scores) and ``most_attempted`` (the scores of
+    the busiest exercise); all 0 when there is no score."""
+    totals = ExerciseStats.objects.aggregate(
+        exercises=Count("exercise_id", distinct=True, filter=Q(attempted__gt=0)),
+        attempted=Sum("attempted"),
+        correct=Sum("correct"),
+    )
+    busiest = exercise_stats().order_by("-attempted").values_list("attempted", flat=True)[:1]
+    return {
+        "exercises": totals["exercises"],
+        "attempted": totals["attempted"] or 0,
+        "correct": totals["correct"] or 0,
+        "most_attempted": next(iter(busiest), 0),
+    }
+
+
 def ratio(numerator: int, denominator: int) -> float:
     """numerator / denominator rounded to 4 places, halves up (1/32 is 0.0313)."""
     exact = Decimal(numerator) / Decimal(denominator)

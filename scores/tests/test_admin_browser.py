@@ -1,0 +1,140 @@
+"""The admin in a real browser: headless Chromium logs in as staff through the login form and
+loads the score list and the statistics page from a live server. A page or asset that is not
+200 (or 304), or any console error, fails the test.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped
+without them. ``ADMIN_SCREENSHOT_DIR=/some/dir`` keeps the screenshots of both pages there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from scores.services import Write, score_write
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PASSWORD = "browser-test-password"  # a throwaway account of the test database
+
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="needs Debian's chromium and chromium-driver "
+        "(apt-get install -y chromium chromium-driver)",
+    ),
+    pytest.mark.django_db(transaction=True),  # the live server reads what the test wrote
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    options = Options()
+    options.binary_location = CHROMIUM or ""
+    for flag in [*FLAGS, "--window-size=1280,1000"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def staff_account(django_user_model: Any) -> Any:
+    account = django_user_model.objects.create_user(
+        "staffer", password=PASSWORD, is_staff=True, is_superuser=True
+    )
+    return account
+
+
+@pytest.fixture
+def graded() -> None:
+    for user_id, exercise_id, correct in (
+        (1, 3, True),
+        (2, 3, True),
+        (3, 3, True),
+        (4, 3, False),
+        (1, 7, False),
+        (2, 7, False),
+        (3, 7, True),
+        (1, 9, True),
+    ):
+        score_write(
+            write=Write(user_id=user_id, exercise_id=exercise_id, correct=correct),
+            recorded_by="grader",
+        )
+
+
+def responses(driver: webdriver.Chrome) -> list[tuple[str, str, int]]:
+    """(resource type, url, status) of every response since the last call, but the browser's
+    own probe for /favicon.ico (no page of ours links one; the API answers it 404)."""
+    seen = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.responseReceived":
+            params = message["params"]
+            url = params["response"]["url"]
+            if not url.endswith("/favicon.ico"):
+                seen.append((params["type"], url, params["response"]["status"]))
+    return seen
+
+
+def console_errors(driver: webdriver.Chrome) -> list[str]:
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
+    ]
+
+
+def assert_loaded(driver: webdriver.Chrome, url: str) -> None:
+    """The page now shown is ``url``, answered 200 with every asset fine and a quiet console."""
+    seen = responses(driver)
+    assert [(kind, address, status) for kind, address, status in seen if kind == "Document"][
+        -1
+    ] == ("Document", url, 200)
+    assert [entry for entry in seen if entry[2] not in (200, 304)] == []
+    assert console_errors(driver) == []
+    assert driver.current_url == url
+
+
+def test_staff_browse_the_score_list_and_the_statistics(
+    browser, live_server, staff_account, graded, tmp_path
+) -> None:
+    score_list = f"{live_server.url}/admin/scores/score/"
+    statistics = f"{score_list}statistics/"
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/scores/score/")
+    responses(browser), console_errors(browser)  # the login form itself
+    browser.find_element(By.NAME, "username").send_keys("staffer")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+    assert_loaded(browser, score_list)
+    assert browser.title == "Select score to change | Django site admin"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")) == 8
+    shots = Path(os.environ.get("ADMIN_SCREENSHOT_DIR") or tmp_path)
+    assert browser.save_screenshot(str(shots / "admin-scores.png"))
+
+    browser.find_element(By.CSS_SELECTOR, ".object-tools a[href$='/statistics/']").click()
+
+    assert_loaded(browser, statistics)
+    assert [
+        cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#stats-exercises tbody th")
+    ] == ["3", "7", "9"]
+    assert [
+        bar.get_attribute("aria-label")
+        for bar in browser.find_elements(By.CSS_SELECTOR, "svg.stats-bar")
+    ] == ["3 of 4 correct", "1 of 3 correct", "1 of 1 correct"]
+    assert browser.save_screenshot(str(shots / "admin-statistics.png"))
