@@ -323,8 +323,9 @@ def parse_bulk(data: Any) -> list[Write]:
     """The (user_id, exercise_id, correct) items of a bulk body, validated like single writes.
 
     Raises:
-        ValidationError: keyed ``{"scores": {"<index>": {"<field>": [...]}}}`` for bad items and
-            repeated (user, exercise) pairs, or ``{"scores": [...]}`` for a bad list.
+        ValidationError: keyed ``{"scores": {"<index>": {"<field>": [...]}}}`` for bad items,
+            repeated (user, exercise) pairs and repeated attempt_ids, or ``{"scores": [...]}``
+            for a bad list.
     """
     if not isinstance(data, dict):
         raise serializers.ValidationError(
@@ -346,6 +347,7 @@ def parse_bulk(data: Any) -> list[Write]:
         )
     errors: dict[str, dict[str, list[str]]] = {}
     first_index: dict[tuple[int, int], int] = {}
+    first_attempt: dict[uuid.UUID, int] = {}
     parsed: list[Write] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -373,7 +375,15 @@ def parse_bulk(data: Any) -> list[Write]:
                 "non_field_errors": [f"Same user_id and exercise_id as item {first_index[key]}."]
             }
             continue
+        attempt_id = fields.get("attempt_id")
+        if attempt_id is not None and attempt_id in first_attempt:
+            errors[str(index)] = {
+                "attempt_id": [f"Same attempt_id as item {first_attempt[attempt_id]}."]
+            }
+            continue
         first_index[key] = index
+        if attempt_id is not None:
+            first_attempt[attempt_id] = index
         parsed.append(Write(**fields))
     if errors:
         raise serializers.ValidationError({"scores": errors})

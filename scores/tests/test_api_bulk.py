@@ -259,6 +259,7 @@ def test_bulk_requires_credentials(anon, existing) -> None:
 # --- Validation: a 400 naming the item, and nothing stored -----------------------------------
 
 VALID = item(USER_ID, 1, True)  # an update of a stored score: it must not be applied either
+REPEATED_ATTEMPT = "3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b"
 
 
 @pytest.mark.parametrize(
@@ -313,6 +314,14 @@ VALID = item(USER_ID, 1, True)  # an update of a stored score: it must not be ap
                 }
             },
         ),
+        (
+            bulk(
+                VALID,
+                {**item(7, 7, True), "attempt_id": REPEATED_ATTEMPT},
+                {**item(8, 7, True), "attempt_id": REPEATED_ATTEMPT},
+            ),
+            {"scores": {"2": {"attempt_id": ["Same attempt_id as item 1."]}}},
+        ),
     ],
     ids=[
         "a-list-body",
@@ -332,6 +341,7 @@ VALID = item(USER_ID, 1, True)  # an update of a stored score: it must not be ap
         "several-bad-items",
         "a-repeated-pair",
         "a-pair-repeated-twice",
+        "a-repeated-attempt-id",
     ],
 )
 def test_a_bad_bulk_body_is_a_400_and_stores_nothing(staff, existing, body, errors) -> None:
