@@ -522,7 +522,7 @@ def test_export_to_an_unwritable_place_is_a_one_line_error(tmp_path) -> None:
                 "FILE",
                 "user_id,exercise_id,correct[,attempted_at][,attempt_id]",
                 "--skip-invalid",
-                "rows per transaction, 1 to 3000 (default 1000)",
+                "rows per transaction, 1 to 3000 (default 2000)",
             ],
         ),
         (
