@@ -20,6 +20,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from scores.services import Write, score_write
 
@@ -99,7 +101,12 @@ def console_errors(driver: webdriver.Chrome) -> list[str]:
 
 
 def assert_loaded(driver: webdriver.Chrome, url: str) -> None:
-    """The page now shown is ``url``, answered 200 with every asset fine and a quiet console."""
+    """The page now shown is ``url`` (waiting up to 20 s for the navigation a click started),
+    answered 200 with every asset fine and a quiet console."""
+    WebDriverWait(driver, 20).until(expected_conditions.url_to_be(url))
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
     seen = responses(driver)
     assert [(kind, address, status) for kind, address, status in seen if kind == "Document"][
         -1
@@ -116,6 +123,9 @@ def test_staff_browse_the_score_list_and_the_statistics(
     statistics = f"{score_list}statistics/"
 
     browser.get(f"{live_server.url}/admin/login/?next=/admin/scores/score/")
+    WebDriverWait(browser, 20).until(
+        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "input[type=submit]"))
+    )
     responses(browser), console_errors(browser)  # the login form itself
     browser.find_element(By.NAME, "username").send_keys("staffer")
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
