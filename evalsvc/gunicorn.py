@@ -5,9 +5,12 @@ Sync workers: each request is a short burst of Python and database round trips, 
 WEB_CONCURRENCY to about 1.5 x cores where the database runs elsewhere.
 """
 
+import json
 import os
 import tempfile
 from typing import Any
+
+from gunicorn import util  # type: ignore[import-untyped]
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
@@ -29,6 +32,22 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # (a fresh temporary directory unless given) and /metrics adds them up.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="evalsvc-metrics-")
+
+
+def json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """What gunicorn answers itself, before the app sees the request (a request line over
+    ``limit_request_line``, headers over their limits, a malformed request): the API's JSON
+    error shape instead of gunicorn's HTML page. gunicorn has no setting for it; its workers
+    call ``gunicorn.util.write_error``, replaced here in the master, before they fork."""
+    body = json.dumps({"detail": f"{reason}: {mesg}" if mesg else reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = json_error
 
 
 def on_starting(server: Any) -> None:

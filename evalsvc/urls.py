@@ -16,5 +16,6 @@ urlpatterns = [
     re_path(r"^", route_not_found),  # last: any other path is a JSON 404, whatever the method
 ]
 
+handler400 = "scores.views.bad_request"
 handler404 = "scores.views.route_not_found"
 handler500 = "scores.views.server_error"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import QuerySet
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.request import Request
 
@@ -45,16 +47,38 @@ class StrictBooleanFilter(django_filters.TypedChoiceFilter):
         super().__init__(*args, **kwargs)
 
 
+class UTCDateTimeField(IsoDateTimeField):
+    """ISO 8601, returned in UTC: PostgreSQL refuses offsets beyond 15:59, and an instant
+    outside years 1 to 9999 once in UTC is refused here rather than by the database."""
+
+    default_error_messages = {"out_of_range": "Must be from year 1 to 9999 once converted to UTC."}
+
+    def to_python(self, value: Any) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError as exc:
+            raise forms.ValidationError(
+                self.error_messages["out_of_range"], code="out_of_range"
+            ) from exc
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 class ScoreFilter(django_filters.FilterSet):
     user_id = IdFilter(help_text="Only this user's scores (others see only their own anyway).")
     exercise_id = IdFilter(help_text="Only scores of this exercise.")
     correct = StrictBooleanFilter(help_text="`true` or `false`.")
-    updated_after = django_filters.IsoDateTimeFilter(
+    updated_after = UTCDateTimeFilter(
         field_name="updated_at",
         lookup_expr="gte",
         help_text="ISO 8601; scores updated at or after this instant (UTC if no offset).",
     )
-    updated_before = django_filters.IsoDateTimeFilter(
+    updated_before = UTCDateTimeFilter(
         field_name="updated_at",
         lookup_expr="lt",
         help_text="ISO 8601; scores updated strictly before this instant (UTC if no offset).",

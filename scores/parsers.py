@@ -1,4 +1,5 @@
-"""JSON in through orjson, with the body size limit enforced while reading."""
+"""JSON in through orjson, with the body size limit enforced while reading, and a body that
+ends before its Content-Length (the client went away mid-request) refused, never applied."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ class ORJSONParser(BaseParser):
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+        declared = _content_length(parser_context)
+        if declared is not None and len(body) < declared:
+            raise ParseError(f"The request body ended after {len(body)} of {declared} bytes.")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -34,3 +38,11 @@ class ORJSONParser(BaseParser):
                 return json.loads(body)
             except ValueError:
                 raise ParseError(f"JSON parse error - {exc}") from exc
+
+
+def _content_length(parser_context: Mapping[str, Any] | None) -> int | None:
+    request = (parser_context or {}).get("request")
+    try:
+        return int(request.META["CONTENT_LENGTH"]) if request is not None else None
+    except (KeyError, ValueError):
+        return None

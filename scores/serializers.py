@@ -43,6 +43,7 @@ def parse_id(value: Any) -> int:
 
 ATTEMPT_ID_INVALID = "Must be a UUID, e.g. 3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b."
 ATTEMPTED_AT_INVALID = "Must be an ISO 8601 timestamp, e.g. 2026-11-26T14:24:20Z."
+ATTEMPTED_AT_OUT_OF_RANGE = "Must be from year 1 to 9999 once converted to UTC."
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -62,7 +63,9 @@ def parse_attempt_id(value: Any) -> uuid.UUID:
 
 def parse_attempted_at(value: Any) -> datetime:
     """An ISO 8601 timestamp (UTC when it has no offset), not in the future beyond clock skew:
-    an attempt dated ahead would stop every later attempt from applying.
+    an attempt dated ahead would stop every later attempt from applying. Returned in UTC, so
+    PostgreSQL never sees an offset it refuses (beyond 15:59); an instant outside years 1 to
+    9999 in UTC (which PostgreSQL would store and Python never read back) is refused.
 
     Raises:
         InvalidValue: anything else.
@@ -75,6 +78,10 @@ def parse_attempted_at(value: Any) -> datetime:
         raise InvalidValue(ATTEMPTED_AT_INVALID)
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidValue(ATTEMPTED_AT_OUT_OF_RANGE) from exc
     if parsed > timezone.now() + MAX_CLOCK_SKEW:
         raise InvalidValue("Must not be in the future.")
     return parsed

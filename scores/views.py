@@ -6,6 +6,8 @@ from typing import Any
 
 from django.db import connection, router
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views import csrf
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -29,7 +31,14 @@ from scores.pagination import (
 )
 from scores.permissions import ensure_may_write, ensure_privileged, target_user_id
 from scores.renderers import ORJSONRenderer
-from scores.schema import USER_ID_QUERY, error_responses, write_errors
+from scores.schema import (
+    EXERCISE_ID_PATH,
+    SCORE_ID_PATH,
+    USER_ID_QUERY,
+    error_responses,
+    replayed,
+    write_errors,
+)
 from scores.selectors import (
     ScoreRow,
     attempts_of_score,
@@ -115,23 +124,28 @@ def score_response(score: ScoreRow, created: bool = False) -> Response:
     create=extend_schema(
         summary="Create a score",
         request=ScoreWriteSerializer,
-        responses={201: ScoreSerializer, **write_errors(409)},
+        responses={201: ScoreSerializer, 200: replayed(200), **write_errors(404)},
     ),
     retrieve=extend_schema(
-        summary="One score", responses={200: ScoreSerializer, **error_responses(403, 404)}
+        summary="One score",
+        parameters=[SCORE_ID_PATH],
+        responses={200: ScoreSerializer, **error_responses(403, 404)},
     ),
     update=extend_schema(
         summary="Set a score's `correct`",
+        parameters=[SCORE_ID_PATH],
         request=ScoreUpdateSerializer,
-        responses={200: ScoreSerializer, **write_errors(404)},
+        responses={200: ScoreSerializer, 201: replayed(201), **write_errors(404)},
     ),
     partial_update=extend_schema(
         summary="Set a score's `correct`",
+        parameters=[SCORE_ID_PATH],
         request=ScoreUpdateSerializer,
-        responses={200: ScoreSerializer, **write_errors(404)},
+        responses={200: ScoreSerializer, 201: replayed(201), **write_errors(404)},
     ),
     destroy=extend_schema(
         summary="Delete a score (privileged callers)",
+        parameters=[SCORE_ID_PATH],
         responses={204: OpenApiResponse(description="Deleted."), **error_responses(403, 404)},
     ),
 )
@@ -210,7 +224,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
         operation_id="scores_upsert",
         summary="Create or update a score (upsert)",
         request=ScoreWriteSerializer,
-        responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors()},
+        responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
     )
     def upsert(self, request: Request) -> Response:
         caller = self.caller
@@ -265,14 +279,15 @@ class ScoreViewSet(viewsets.GenericViewSet):
     @extend_schema(
         methods=["GET"],
         summary="The caller's score for one exercise",
-        parameters=[USER_ID_QUERY],
+        parameters=[EXERCISE_ID_PATH, USER_ID_QUERY],
         responses={200: ScoreSerializer, **error_responses(400, 403, 404)},
     )
     @extend_schema(
         methods=["PUT"],
         summary="Create or update the caller's score for one exercise (upsert)",
+        parameters=[EXERCISE_ID_PATH],
         request=ScoreCorrectSerializer,
-        responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors()},
+        responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
     )
     @action(detail=False, methods=["get", "put"], url_path=r"user/(?P<exercise_id>[^/]+)")
     def mine_for_exercise(self, request: Request, exercise_id: str) -> Response:
@@ -303,6 +318,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="A score's attempt log, oldest first",
+        parameters=[SCORE_ID_PATH],
         responses={200: AttemptSerializer(many=True), **error_responses(400, 403, 404)},
     )
     @action(
@@ -318,7 +334,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="The attempt log of the caller's score for one exercise, oldest first",
-        parameters=[USER_ID_QUERY],
+        parameters=[EXERCISE_ID_PATH, USER_ID_QUERY],
         responses={200: AttemptSerializer(many=True), **error_responses(400, 403, 404)},
     )
     @action(
@@ -467,9 +483,23 @@ class ReadyView(PublicView):
         return Response({"status": "ok"})
 
 
+@csrf_exempt  # a POST to an unknown route is a 404, not a CSRF failure
 def route_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Unknown routes (and Django's own 404 handler): the API's JSON error, never HTML."""
     return json_error(404, "Not found.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW``: a JSON 403 outside the admin (whose forms keep Django's page)."""
+    if request.path.startswith("/admin/"):
+        return csrf.csrf_failure(request, reason)
+    return json_error(403, f"CSRF Failed: {reason}")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400 handler (a ``SuspiciousOperation`` outside a view, such as a ``Host`` not in
+    ``ALLOWED_HOSTS``): JSON, never Django's HTML page."""
+    return json_error(400, "Bad request.")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

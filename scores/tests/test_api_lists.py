@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -77,6 +77,11 @@ def test_page_size_defaults_to_100_and_is_capped_at_1000(staff) -> None:
         ),
         ("updated_after=yesterday", "updated_after", "Enter a valid date/time."),
         ("updated_before=2026-13-01T00:00:00Z", "updated_before", "Enter a valid date/time."),
+        (
+            "updated_after=0001-01-01T00:00:00%2B01:00",  # year 0 in UTC
+            "updated_after",
+            "Must be from year 1 to 9999 once converted to UTC.",
+        ),
         ("page_size=abc", "page_size", "Must be a positive integer."),
         ("page_size=0", "page_size", "Must be a positive integer."),
         ("cursor=garbage", "cursor", "Invalid cursor."),
@@ -141,6 +146,17 @@ def test_updated_after_is_inclusive_and_updated_before_exclusive(staff) -> None:
     assert ids(after) == [exact.id, late.id]
     assert ids(before) == [early.id]
     assert ids(naive) == [exact.id, late.id]  # no offset: UTC
+
+
+def test_a_time_filter_with_an_offset_postgresql_refuses_is_that_instant(staff) -> None:
+    score = ScoreFactory()
+    Score.objects.filter(id=score.id).update(updated_at=datetime(2026, 1, 1, 0, 0, tzinfo=UTC))
+
+    before = staff.get("/scores", {"updated_before": "2026-01-01T16:15:01+16:15"})
+    after = staff.get("/scores", {"updated_after": "2026-01-01T16:15:01+16:15"})
+
+    assert (before.status_code, ids(before)) == (200, [score.id])
+    assert (after.status_code, ids(after)) == (200, [])
 
 
 def test_own_scores_list_is_paginated_and_filtered_too(user) -> None:

@@ -24,6 +24,57 @@ def test_unknown_routes_are_a_json_404(user, method, path) -> None:
     assert response.json() == {"detail": "Not found."}
 
 
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_an_unknown_route_is_a_json_404_with_csrf_checks_on(method) -> None:
+    client = APIClient(enforce_csrf_checks=True)  # as under a real server
+
+    response = getattr(client, method)("/scores/abc")
+
+    assert (response.status_code, response["Content-Type"], response.json()) == (
+        404,
+        "application/json",
+        {"detail": "Not found."},
+    )
+
+
+def test_more_query_parameters_than_django_reads_is_a_json_400(user) -> None:
+    response = user.get("/scores?" + "&".join(["a=1"] * 1001))  # DATA_UPLOAD_MAX_NUMBER_FIELDS
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "detail": "The number of GET/POST parameters exceeded "
+            "settings.DATA_UPLOAD_MAX_NUMBER_FIELDS."
+        },
+    )
+
+
+def test_a_host_not_allowed_is_a_json_400(anon) -> None:
+    response = anon.get("/health", HTTP_HOST="elsewhere.example")
+
+    assert (response.status_code, response["Content-Type"], response.json()) == (
+        400,
+        "application/json",
+        {"detail": "Bad request."},
+    )
+
+
+def test_a_csrf_failure_outside_the_admin_is_a_json_403() -> None:
+    response = APIClient(enforce_csrf_checks=True).post("/metrics")
+
+    assert (response.status_code, response.json()) == (
+        403,
+        {"detail": "CSRF Failed: CSRF cookie not set."},
+    )
+
+
+def test_a_csrf_failure_in_the_admin_keeps_djangos_page() -> None:
+    response = APIClient(enforce_csrf_checks=True).post("/admin/login/")
+
+    assert response.status_code == 403
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

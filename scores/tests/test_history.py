@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -332,6 +332,10 @@ def test_a_bulk_item_replayed_is_skipped_and_a_changed_one_refuses_the_batch(sta
             {"attempted_at": iso(timezone.now() + timedelta(days=1))},
             {"attempted_at": ["Must not be in the future."]},
         ),
+        (
+            {"attempted_at": "0001-01-01T00:00:00+01:00"},  # year 0 in UTC
+            {"attempted_at": ["Must be from year 1 to 9999 once converted to UTC."]},
+        ),
         ({"attempt_id": None}, {"attempt_id": ["This field may not be null."]}),
     ],
 )
@@ -349,6 +353,18 @@ def test_a_naive_attempted_at_is_utc(user) -> None:
     user.patch("/scores", {"exercise_id": 1, "correct": True, "attempted_at": naive}, format="json")
 
     assert Attempt.objects.get().attempted_at == T0 + timedelta(minutes=1)
+
+
+def test_an_attempted_at_with_an_offset_postgresql_refuses_is_stored_in_utc(user) -> None:
+    response = user.patch(
+        "/scores",
+        {"exercise_id": 1, "correct": True, "attempted_at": "2026-01-01T12:00:00+16:15"},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["first_correct_at"] == "2025-12-31T19:45:00Z"
+    assert Attempt.objects.get().attempted_at == datetime(2025, 12, 31, 19, 45, tzinfo=UTC)
 
 
 # --- The attempts endpoints -------------------------------------------------------------------
