@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from scores.models import Score
+from scores.models import MAX_ID, Score
 
 
 def iso(moment: datetime) -> str:
@@ -38,3 +38,12 @@ def stored(**lookup: Any) -> list[tuple[int, int, bool]]:
 
 def page(results: list[dict[str, Any]], next: str | None = None) -> dict[str, Any]:
     return {"next": next, "previous": None, "results": results}
+
+
+# Validation messages, as the API words them, and a field left out of a body.
+MISSING = object()
+INTEGER = "Must be an integer."
+RANGE = f"Must be an integer from 1 to {MAX_ID}."
+REQUIRED = "This field is required."
+NULL = "This field may not be null."
+BOOLEAN = "Must be a boolean (true or false)."

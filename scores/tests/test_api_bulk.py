@@ -20,17 +20,10 @@ from django.utils import timezone
 from scores.models import MAX_ID, Attempt, Score
 from scores.services import Write, score_write
 from scores.tests.conftest import OTHER_ID, USER_ID, bearer_client
-from scores.tests.helpers import iso, stored
+from scores.tests.helpers import BOOLEAN, INTEGER, MISSING, NULL, RANGE, REQUIRED, iso, stored
 
 pytestmark = pytest.mark.django_db
 
-MISSING = object()
-
-INTEGER = "Must be an integer."
-RANGE = f"Must be an integer from 1 to {MAX_ID}."
-REQUIRED = "This field is required."
-NULL = "This field may not be null."
-BOOLEAN = "Must be a boolean (true or false)."
 ATTEMPT_ID = "Must be a UUID, e.g. 3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b."
 ATTEMPTED_AT = "Must be an ISO 8601 timestamp, e.g. 2026-11-26T14:24:20Z."
 

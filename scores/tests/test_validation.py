@@ -8,17 +8,10 @@ import pytest
 
 from scores.models import MAX_ID
 from scores.tests.factories import ScoreFactory
-from scores.tests.helpers import stored
+from scores.tests.helpers import BOOLEAN, INTEGER, MISSING, NULL, RANGE, REQUIRED, stored
 
 pytestmark = pytest.mark.django_db
 
-MISSING = object()
-
-INTEGER = "Must be an integer."
-RANGE = f"Must be an integer from 1 to {MAX_ID}."
-REQUIRED = "This field is required."
-NULL = "This field may not be null."
-BOOLEAN = "Must be a boolean (true or false)."
 
 BAD_IDS = [
     ("abc", INTEGER),
