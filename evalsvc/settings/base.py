@@ -103,6 +103,16 @@ def database(url: str) -> dict[str, object]:
         config["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
             "DISABLE_SERVER_SIDE_CURSORS", default=False
         )
+        # Parameters bound by the server and statements prepared after their fifth use on a
+        # connection (psycopg's default threshold): a repeated one-row read skips PostgreSQL's
+        # parse and plan. Off behind a PgBouncer in transaction mode older than 1.21 (from
+        # 1.21, its max_prepared_statements keeps prepared statements working).
+        if env.bool("PREPARED_STATEMENTS", default=True):
+            config["OPTIONS"] = {
+                **config.get("OPTIONS", {}),  # type: ignore[dict-item]
+                "server_side_binding": True,
+                "prepare_threshold": 5,
+            }
     return config
 
 

@@ -1,5 +1,6 @@
 """The PostgreSQL backend's health check: no round trip while the connection is idle and
-healthy; a connection the server closed is found unusable and replaced."""
+healthy; a connection the server closed is found unusable and replaced. Its C timestamp loader,
+and repeated statements prepared on the connection."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 from django.db import connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg import pq
+
+from scores.tests.conftest import USER_ID
+from scores.tests.factories import ScoreFactory
 
 pytestmark = [
     pytest.mark.django_db,
@@ -107,3 +111,17 @@ def test_a_server_side_cursor_reads_the_same_timestamps(fresh) -> None:
 
     assert values == [datetime(2026, 11, 26, 10, 34, 56, tzinfo=UTC)] * 3
     assert {value.tzinfo for value in values} == {UTC}
+
+
+def test_a_read_repeated_on_a_connection_is_prepared_there(user, fresh) -> None:
+    """PREPARED_STATEMENTS (on by default): from its fifth use, the one-score read is a
+    prepared statement on the connection, parsed and planned once."""
+    score = ScoreFactory(user_id=USER_ID)
+
+    for _ in range(6):
+        assert user.get(f"/scores/{score.id}").status_code == 200
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert [statement for statement in prepared if "FROM scores WHERE id = $1" in statement]

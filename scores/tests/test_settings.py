@@ -25,6 +25,7 @@ READ_BY_SETTINGS = (
     "DATABASE_URL",
     "DATABASE_TEST_URL",
     "CONN_MAX_AGE",
+    "PREPARED_STATEMENTS",
     "CACHE_URL",
     "CSRF_TRUSTED_ORIGINS",
     "SECURE_SSL_REDIRECT",
@@ -282,3 +283,35 @@ def test_entry_points_default_the_settings_module_and_respect_an_explicit_one(
 
     assert result.returncode == 0, result.stderr  # stderr: WhiteNoise's "No directory at" warning
     assert json.loads(result.stdout) == [expected, expected]
+
+
+OPTIONS_PROBE = """
+import json
+from django.conf import settings
+
+print(json.dumps(settings.DATABASES["default"].get("OPTIONS", {})))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, {"server_side_binding": True, "prepare_threshold": 5}, id="default"),
+        pytest.param({"PREPARED_STATEMENTS": "false"}, {}, id="off-for-an-old-pgbouncer"),
+    ],
+)
+def test_postgresql_statements_are_prepared_unless_turned_off(
+    env: dict[str, str], expected: dict[str, Any]
+) -> None:
+    result = run(
+        ["-c", OPTIONS_PROBE],
+        DJANGO_SETTINGS_MODULE="evalsvc.settings.production",
+        **production_env(),
+        **env,
+    )
+
+    assert (result.returncode, result.stderr, json.loads(result.stdout or "null")) == (
+        0,
+        "",
+        expected,
+    )
