@@ -63,14 +63,23 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "scores.middleware.JSONErrorMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "scores.middleware.SiteMiddleware",  # SITE_MIDDLEWARE, for requests that can use a session
+]
+# Browser sessions: the admin's pages and requests with the session cookie only (a bearer-token
+# call skips them; see scores.middleware.SiteMiddleware).
+SITE_MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "scores.middleware.AdminMessageMiddleware",  # the admin's messages, not on API routes
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires: the lockout response
 ]
+SITE_PATH_PREFIXES = ["/admin"]
+# The admin's, django-axes's and the CSRF deployment check look for their middleware in
+# MIDDLEWARE only; scores.checks checks SITE_MIDDLEWARE instead.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "axes.W002", "security.W003"]
 
 TEMPLATES = [
     {
