@@ -48,3 +48,21 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = ReusingRedisCacheClient
+
+    # A journal: a Redis stream that processes append to and read in batches (the verdicts
+    # fetched from the users service, see scores.authentication.VerdictJournal).
+
+    def journal_append(self, name: str, entry: str, maxlen: int) -> None:
+        """Append ``entry`` to the stream ``name``, trimmed to about ``maxlen`` entries."""
+        client = self._cache.get_client(write=True)  # type: ignore[attr-defined]
+        client.xadd(self.make_key(name), {"e": entry}, maxlen=maxlen, approximate=True)
+
+    def journal_read(self, name: str, after: str, count: int) -> list[tuple[str, str]]:
+        """Up to ``count`` entries of the stream ``name`` after the id ``after`` (exclusive),
+        oldest first, as ``(id, entry)``."""
+        client = self._cache.get_client()  # type: ignore[attr-defined]
+        rows = client.xrange(self.make_key(name), min=f"({after}", count=count)
+        return [
+            (entry_id.decode(), fields.get(b"e", b"").decode("ascii", "replace"))
+            for entry_id, fields in rows
+        ]

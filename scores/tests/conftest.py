@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
-from scores.authentication import local_verdicts
+from scores.authentication import local_verdicts, verdict_journal
 from scores.throttling import window_counts
 
 
@@ -61,10 +61,12 @@ class UsersService:
 def _fresh_cache() -> Iterator[None]:
     cache.clear()
     local_verdicts.clear()
+    verdict_journal.reset()
     window_counts.clear()
     yield
     cache.clear()
     local_verdicts.clear()
+    verdict_journal.reset()
     window_counts.clear()
 
 

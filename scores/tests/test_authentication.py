@@ -26,7 +26,7 @@ from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
-from scores.authentication import local_verdicts
+from scores.authentication import VerdictJournal, local_verdicts, verdict_journal
 from scores.models import Score
 from scores.tests.conftest import ADMIN_ID, OTHER_ID, USER_ID, bearer_client
 from scores.tests.factories import ScoreFactory
@@ -211,7 +211,8 @@ def redis_cache(settings: Any, redis_server: redis.Redis) -> Iterator[str]:
 
 
 def redis_keys(server: redis.Redis, prefix: str) -> list[str]:
-    return sorted(key.decode() for key in server.scan_iter(f"{prefix}:*"))
+    """The verdicts' keys (not the journal's stream)."""
+    return sorted(key.decode() for key in server.scan_iter(f"{prefix}:*:evalsvc:verdict:*"))
 
 
 # --- Accepted bearer tokens -----------------------------------------------------------------
@@ -679,6 +680,139 @@ def test_with_redis_unreachable_requests_still_succeed_with_default_throttling(
     assert_ok(client.get(PROBE), page_of(own))
 
     assert users_service.calls == 2
+
+
+# --- The verdict journal: what one process fetched, the others learn in batches ------------
+
+
+def journal_entries(server: redis.Redis, prefix: str) -> list[str]:
+    stream = f"{prefix}:1:{VerdictJournal.STREAM}"
+    return [fields[b"e"].decode() for _, fields in server.xrange(stream)]
+
+
+def as_another_process() -> None:
+    """Forget what this process learnt, as a process that has not served the caller yet."""
+    local_verdicts.clear()
+    verdict_journal.reset()
+
+
+@pytest.mark.usefixtures("no_throttling")
+def test_a_verdict_one_process_fetched_reaches_another_through_the_journal(
+    users_service: Any, redis_server: redis.Redis, redis_cache: str
+) -> None:
+    own = ScoreFactory(user_id=USER_ID)
+    client = bearer_client(users_service.user(USER_ID))
+    assert_ok(client.get(PROBE), page_of(own))
+    [key] = redis_keys(redis_server, redis_cache)
+    redis_server.delete(key)  # so that only the journal can answer
+    as_another_process()
+
+    assert_ok(client.get(PROBE), page_of(own))
+
+    assert users_service.calls == 1
+
+
+@pytest.mark.usefixtures("no_throttling")
+def test_a_journal_entry_holds_the_hashed_key_and_the_verdict_never_the_token(
+    users_service: Any, redis_server: redis.Redis, redis_cache: str
+) -> None:
+    token = users_service.user(ADMIN_ID, admin=True)
+    assert bearer_client(token).get(PROBE).status_code == 200
+    [key] = redis_keys(redis_server, redis_cache)
+
+    [entry] = journal_entries(redis_server, redis_cache)
+
+    digest, expires_at, user_id, admin = entry.split(" ")
+    assert (digest, user_id, admin) == (key.rsplit(":", 1)[1], str(ADMIN_ID), "1")
+    assert float(expires_at) == pytest.approx(time.time() + redis_server.ttl(key), abs=2)
+    assert token not in entry
+
+
+def test_a_rejected_verdict_reaches_another_process_too(
+    users_service: Any, redis_server: redis.Redis, redis_cache: str
+) -> None:
+    client = bearer_client("unknown-token")
+    assert_unauthorized(client.get(PROBE), REJECTED)
+    [key] = redis_keys(redis_server, redis_cache)
+    redis_server.delete(key)
+    as_another_process()
+
+    assert_unauthorized(client.get(PROBE), REJECTED)
+
+    assert users_service.calls == 1
+
+
+def test_an_expired_journal_entry_is_not_learnt(redis_cache: str) -> None:
+    key = "evalsvc:verdict:" + "ab" * 32
+    verdict_journal.append(key, (time.time() - 1, USER_ID, False))
+    verdict_journal.append(key.replace("ab", "cd"), (time.time() + 60, USER_ID, False))
+    as_another_process()
+
+    verdict_journal.read_if_due()
+
+    assert list(local_verdicts._entries) == [key.replace("ab", "cd")]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "",
+        "ab" * 32,
+        "xy" * 32 + " 1.0",
+        "ab" * 31 + " 1.0",
+        "ab" * 32 + " soon",
+        "ab" * 32 + " 1.0 4",
+        "ab" * 32 + " 1.0 0 0",
+        "ab" * 32 + " 1.0 2147483648 0",
+        "ab" * 32 + " 1.0 4 yes",
+        "ab" * 32 + " 1.0 four 0",
+    ],
+)
+def test_what_is_not_a_journal_entry_is_ignored(entry: str) -> None:
+    assert VerdictJournal.parse(entry) is None
+
+
+def test_journal_entries_are_parsed_back_into_verdicts() -> None:
+    digest = "0123456789abcdef" * 4
+
+    assert [
+        VerdictJournal.parse(f"{digest} 1.5 {user} {admin}") for user, admin in [(4, 0), (1, 1)]
+    ] + [VerdictJournal.parse(f"{digest} 2.5")] == [
+        ("evalsvc:verdict:" + digest, (1.5, 4, False)),
+        ("evalsvc:verdict:" + digest, (1.5, 1, True)),
+        ("evalsvc:verdict:" + digest, (2.5,)),
+    ]
+
+
+def test_the_journal_is_read_at_most_once_an_interval(
+    redis_cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real = caches["default"].journal_read
+
+    def counted(*args: Any) -> Any:
+        reads.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(caches["default"], "journal_read", counted)
+    journal = VerdictJournal(interval=60, retry_after=60, max_entries=10)
+
+    journal.read_if_due()
+    journal.read_if_due()
+
+    assert len(reads) == 1
+
+
+@pytest.mark.usefixtures("unreachable_redis_cache")
+def test_an_unreachable_journal_is_retried_only_after_a_pause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = VerdictJournal(interval=1, retry_after=60, max_entries=10)
+
+    journal.read_if_due()
+    journal.read_if_due()
+
+    assert [record.message for record in caplog.records] == ["verdict journal unavailable"]
 
 
 # --- Staff and service accounts -------------------------------------------------------------
