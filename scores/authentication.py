@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -190,6 +191,7 @@ class VerdictJournal:
     """
 
     STREAM = "evalsvc:verdict-journal"
+    BATCH = 10_000  # entries read in one round trip
 
     def __init__(self, *, interval: float, retry_after: float, max_entries: int) -> None:
         self.interval = interval
@@ -229,7 +231,7 @@ class VerdictJournal:
             )
             self._last_id = f"{int((time.time() - lifetime) * 1000)}-0"
         try:
-            entries = read(self.STREAM, self._last_id, 10_000)
+            entries = read(self.STREAM, self._last_id, self.BATCH)
         except Exception:
             logger.warning("verdict journal unavailable", exc_info=True)
             self._next_read = now + self.retry_after
@@ -240,7 +242,7 @@ class VerdictJournal:
             if learnt is not None and learnt[1][0] > wall:
                 local_verdicts.put(*learnt)
             self._last_id = entry_id
-        if len(entries) == 10_000:
+        if len(entries) == self.BATCH:
             self._next_read = now  # more waiting: read on with the next request
 
     @staticmethod
@@ -252,6 +254,8 @@ class VerdictJournal:
         try:
             int(parts[0], 16)
             expires_at = float(parts[1])
+            if not math.isfinite(expires_at):
+                return None
             if len(parts) == 2:
                 return _KEY_PREFIX + parts[0], (expires_at,)
             user_id, admin = int(parts[2]), parts[3]

@@ -9,12 +9,15 @@ from django.core.checks import Error, register
 
 # What the admin, django-axes and Django's CSRF deployment check look for in MIDDLEWARE, which
 # here is in SITE_MIDDLEWARE (settings SILENCED_SYSTEM_CHECKS): the checks below take their place.
+SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
+AUTHENTICATION = "django.contrib.auth.middleware.AuthenticationMiddleware"
+AXES = "axes.middleware.AxesMiddleware"
 SITE_REQUIRED = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    SESSIONS,
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    AUTHENTICATION,
     "django.contrib.messages.middleware.MessageMiddleware",
-    "axes.middleware.AxesMiddleware",
+    AXES,
 ]
 
 
@@ -29,10 +32,7 @@ def site_middleware(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     missing = [path for path in SITE_REQUIRED if path not in site]
     if missing:
         errors.append(Error(f"SITE_MIDDLEWARE must hold {', '.join(missing)}.", id="scores.E002"))
-    elif not (
-        site.index(SITE_REQUIRED[0]) < site.index(SITE_REQUIRED[2])
-        and site[-1] == SITE_REQUIRED[-1]
-    ):
+    elif not (site.index(SESSIONS) < site.index(AUTHENTICATION) and site[-1] == AXES):
         errors.append(
             Error(
                 "SITE_MIDDLEWARE must put SessionMiddleware before AuthenticationMiddleware "

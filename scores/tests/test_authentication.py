@@ -761,6 +761,8 @@ def test_an_expired_journal_entry_is_not_learnt(redis_cache: str) -> None:
         "xy" * 32 + " 1.0",
         "ab" * 31 + " 1.0",
         "ab" * 32 + " soon",
+        "ab" * 32 + " inf",
+        "ab" * 32 + " nan 4 0",
         "ab" * 32 + " 1.0 4",
         "ab" * 32 + " 1.0 0 0",
         "ab" * 32 + " 1.0 2147483648 0",
@@ -772,16 +774,19 @@ def test_what_is_not_a_journal_entry_is_ignored(entry: str) -> None:
     assert VerdictJournal.parse(entry) is None
 
 
-def test_journal_entries_are_parsed_back_into_verdicts() -> None:
-    digest = "0123456789abcdef" * 4
+DIGEST = "0123456789abcdef" * 4
 
-    assert [
-        VerdictJournal.parse(f"{digest} 1.5 {user} {admin}") for user, admin in [(4, 0), (1, 1)]
-    ] + [VerdictJournal.parse(f"{digest} 2.5")] == [
-        ("evalsvc:verdict:" + digest, (1.5, 4, False)),
-        ("evalsvc:verdict:" + digest, (1.5, 1, True)),
-        ("evalsvc:verdict:" + digest, (2.5,)),
-    ]
+
+@pytest.mark.parametrize(
+    ("entry", "verdict"),
+    [
+        (f"{DIGEST} 1.5 4 0", (1.5, 4, False)),
+        (f"{DIGEST} 1.5 1 1", (1.5, 1, True)),
+        (f"{DIGEST} 2.5", (2.5,)),
+    ],
+)
+def test_journal_entries_are_parsed_back_into_verdicts(entry: str, verdict: tuple) -> None:
+    assert VerdictJournal.parse(entry) == ("evalsvc:verdict:" + DIGEST, verdict)
 
 
 def test_the_journal_is_read_at_most_once_an_interval(
