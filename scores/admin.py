@@ -26,7 +26,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from scores.csv_export import csv_chunks
-from scores.csv_import import parse_id_text
 from scores.models import Score
 from scores.selectors import (
     attempts_of_score,
@@ -35,8 +34,8 @@ from scores.selectors import (
     scores_for_export,
     with_rates,
 )
-from scores.serializers import InvalidValue
 from scores.services import Write, WriteMode, score_write
+from scores.validation import InvalidValue, parse_id_text
 
 ATTEMPTS_SHOWN = 200
 COUNT_CAP = 10_000  # the score list counts at most this many rows (plus one)
@@ -225,6 +224,7 @@ class ScoreAdmin(admin.ModelAdmin):
             write=Write(user_id=obj.user_id, exercise_id=obj.exercise_id, correct=obj.correct),
             recorded_by=request.user.get_username(),
             mode=WriteMode.UPDATE if change else WriteMode.CREATE,
+            correction=True,  # staff correct scores: under every policy their edit applies
         )
         for field, value in result.score.items():
             setattr(obj, field, value)

@@ -9,7 +9,9 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
-MAX_ID = 2_147_483_647  # PostgreSQL ``integer``
+from scores.validation import MAX_ID
+
+__all__ = ["MAX_ID", "STATS_SHARDS", "Attempt", "ExerciseStats", "Score"]
 
 
 class Score(models.Model):
@@ -112,12 +114,21 @@ class Attempt(models.Model):
     attempted_at = models.DateTimeField()
     recorded_at = models.DateTimeField()
     recorded_by = models.CharField(max_length=150)
-    attempt_id = models.UUIDField(null=True, blank=True, unique=True)
+    attempt_id = models.UUIDField(null=True, blank=True)
     applied = models.BooleanField()
     created_score = models.BooleanField(help_text="This attempt created the score.")
 
     class Meta:
         db_table = "score_attempts"
+        constraints = [
+            # A client-chosen attempt id names one attempt of one user (two users may pick the
+            # same one); the replay lookup reads this index.
+            models.UniqueConstraint(
+                fields=["user_id", "attempt_id"],
+                condition=models.Q(attempt_id__isnull=False),
+                name="attempts_user_attempt_id_uniq",
+            ),
+        ]
         indexes = [
             # A score's attempts, oldest first (the attempts endpoints and the admin inline).
             models.Index(fields=["score_id", "attempted_at", "id"], name="attempts_score_idx"),

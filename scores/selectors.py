@@ -14,21 +14,11 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from scores.authentication import Caller
+from scores.callers import Caller
 from scores.models import Attempt, ExerciseStats, Score
-
-SCORE_FIELDS = (
-    "id",
-    "user_id",
-    "exercise_id",
-    "correct",
-    "created_at",
-    "updated_at",
-    "attempts",
-    "first_correct_at",
-)
-SCORE_COLUMNS = ", ".join(SCORE_FIELDS)
-MAX_PK = 2**63 - 1
+from scores.permissions import may_see_user
+from scores.statements import SCORE_FIELDS
+from scores.validation import MAX_PK
 
 
 class ScoreRow(TypedDict):
@@ -42,7 +32,7 @@ class ScoreRow(TypedDict):
     first_correct_at: datetime | None
 
 
-def scores_visible_to(caller: Caller) -> QuerySet[Score, dict]:
+def scores_visible_to(caller: Caller) -> QuerySet[Score, dict[str, Any]]:
     """Every score the caller may read: their own, or anyone's for a privileged caller."""
     rows = Score.objects.order_by().values(*SCORE_FIELDS)
     if caller.privileged:
@@ -52,8 +42,14 @@ def scores_visible_to(caller: Caller) -> QuerySet[Score, dict]:
     return rows.filter(user_id=caller.user_id)
 
 
+def scores_of_user(*, caller: Caller, user_id: int) -> QuerySet[Score, dict[str, Any]]:
+    """One user's scores as the caller may see them (none of another user's for a
+    non-privileged caller)."""
+    return scores_visible_to(caller).filter(user_id=user_id)
+
+
 def _as_datetime(value: Any) -> datetime:
-    """A stored timestamp as an aware datetime (SQLite hands a raw cursor naive values or text)."""
+    """A stored timestamp as an aware datetime (SQLite hands a raw cursor text)."""
     parsed = value if isinstance(value, datetime) else parse_datetime(value)
     if parsed is None:
         raise ValueError(f"not a timestamp: {value!r}")
@@ -75,19 +71,27 @@ def score_row(values: Sequence[Any]) -> ScoreRow:
     }
 
 
-# One-row lookups are on every hot path (get-one, by exercise, update): plain SQL, no ORM
-# query compilation.
-_SELECT = f"SELECT {SCORE_COLUMNS} FROM scores WHERE "
+# One-row lookups are on every hot path (get one, by exercise, update): plain SQL over the
+# same columns, no ORM query compilation.
+_SELECT = f"SELECT {', '.join(SCORE_FIELDS)} FROM scores WHERE "
 
 
-def _one(where: str, params: Sequence[Any]) -> ScoreRow | None:
-    with connections[router.db_for_read(Score)].cursor() as cursor:
+def _one(where: str, params: Sequence[Any], *, primary: bool = False) -> ScoreRow | None:
+    alias = "default" if primary else router.db_for_read(Score)
+    with connections[alias].cursor() as cursor:
         cursor.execute(_SELECT + where, params)
         row = cursor.fetchone()
     return None if row is None else score_row(row)
 
 
-def score_for_caller(*, caller: Caller, score_id: int) -> ScoreRow | None:
+def score_by_id(score_id: int, *, primary: bool = False) -> ScoreRow | None:
+    """One score by id, whoever may see it (``primary``: never from a replica)."""
+    if not 0 < score_id <= MAX_PK:
+        return None
+    return _one("id = %s", [score_id], primary=primary)
+
+
+def score_visible(*, caller: Caller, score_id: int) -> ScoreRow | None:
     """One score by id if the caller may see it (another user's score is simply absent)."""
     if not 0 < score_id <= MAX_PK:
         return None
@@ -98,8 +102,10 @@ def score_for_caller(*, caller: Caller, score_id: int) -> ScoreRow | None:
     return _one("id = %s AND user_id = %s", [score_id, caller.user_id])
 
 
-def score_of_user(*, user_id: int, exercise_id: int) -> ScoreRow | None:
-    """The score of one (user, exercise), or None."""
+def score_of_user(*, caller: Caller, user_id: int, exercise_id: int) -> ScoreRow | None:
+    """The score of one (user, exercise) if the caller may see it, else None."""
+    if not may_see_user(caller, user_id):
+        return None
     return _one("user_id = %s AND exercise_id = %s", [user_id, exercise_id])
 
 
@@ -115,7 +121,6 @@ ATTEMPT_FIELDS = (
     "attempt_id",
     "applied",
 )
-_REPLAY_FIELDS = (*ATTEMPT_FIELDS, "created_score")
 
 
 def attempts_of_score(score_id: int) -> QuerySet[Attempt, dict[str, Any]]:
@@ -123,22 +128,13 @@ def attempts_of_score(score_id: int) -> QuerySet[Attempt, dict[str, Any]]:
     return Attempt.objects.filter(score_id=score_id).order_by().values(*ATTEMPT_FIELDS)
 
 
-def attempt_by_id(attempt_id: uuid.UUID) -> dict[str, Any] | None:
-    """The logged attempt with this client-chosen id, or None (read on the primary: a replay
-    must see what the first write logged)."""
+def attempt_of_user(user_id: int, attempt_id: uuid.UUID) -> dict[str, Any] | None:
+    """A user's logged attempt by its client-chosen id, or None."""
     return (
-        Attempt.objects.using("default")
-        .filter(attempt_id=attempt_id)
-        .values(*_REPLAY_FIELDS)
+        Attempt.objects.filter(user_id=user_id, attempt_id=attempt_id)
+        .values(*ATTEMPT_FIELDS)
         .first()
     )
-
-
-def attempts_by_ids(attempt_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-    rows = (
-        Attempt.objects.using("default").filter(attempt_id__in=attempt_ids).values(*_REPLAY_FIELDS)
-    )
-    return {row["attempt_id"]: row for row in rows}
 
 
 def user_summary(*, user_id: int) -> dict[str, Any]:

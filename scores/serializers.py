@@ -1,159 +1,117 @@
-"""Shapes of what comes in and goes out. Input fields are strict: ids are JSON integers in
-PostgreSQL's ``integer`` range, ``correct`` is a JSON boolean (0 and 1 accepted)."""
+"""Shapes of what comes in and goes out.
+
+Write bodies are read by ``scores.writes`` (the one validation of a score write, shared with
+bulk items, CSV rows and the admin): a write serializer declares which fields its body has and
+which are required, for the schema, and validates through ``parse_fields``. Output serializers
+describe the dicts the views return, for the schema.
+"""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from scores.models import MAX_ID
-from scores.services import Write
+from scores.validation import MAX_ID
+from scores.writes import BULK_MAX, WRITE_FIELDS, WriteInvalid, parse_bulk, parse_fields
 
 
-class InvalidValue(ValueError):
-    """A value a field refuses; the message says why."""
+def write_field(name: str, *, required: bool, help_text: str | None = None) -> serializers.Field:
+    """The schema of the write field ``name`` as a DRF field (validation is ``parse_fields``')."""
+    spec = WRITE_FIELDS[name]
+    kind = (spec.schema["type"], spec.schema.get("format"))
+    options: dict[str, Any] = {"required": required, "help_text": help_text or spec.help}
+    if kind == ("integer", None):
+        return serializers.IntegerField(
+            min_value=spec.schema["minimum"], max_value=spec.schema["maximum"], **options
+        )
+    if kind == ("boolean", None):
+        return serializers.BooleanField(**options)
+    if kind == ("string", "date-time"):
+        return serializers.DateTimeField(**options)
+    if kind == ("string", "uuid"):
+        return serializers.UUIDField(**options)
+    raise ValueError(f"no schema mapping for {name}: {spec.schema}")  # pragma: no cover
 
 
-ID_INVALID = "Must be an integer."
-ID_OUT_OF_RANGE = f"Must be an integer from 1 to {MAX_ID}."
-BOOLEAN_INVALID = "Must be a boolean (true or false)."
+class WriteSerializer(serializers.Serializer):
+    """A write body: its declared fields, read by ``scores.writes.parse_fields``."""
 
-
-def parse_id(value: Any) -> int:
-    """A JSON number with an integral value from 1 to 2147483647 (``5`` or ``5.0``, as JavaScript
-    clients may send); strings, fractions and booleans are refused.
-
-    Raises:
-        InvalidValue: anything else.
-    """
-    if type(value) is float and value.is_integer():
-        value = int(value)
-    if type(value) is not int:
-        raise InvalidValue(ID_INVALID)
-    if not 1 <= value <= MAX_ID:
-        raise InvalidValue(ID_OUT_OF_RANGE)
-    return value
-
-
-ATTEMPT_ID_INVALID = "Must be a UUID, e.g. 3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b."
-ATTEMPTED_AT_INVALID = "Must be an ISO 8601 timestamp, e.g. 2026-11-26T14:24:20Z."
-ATTEMPTED_AT_OUT_OF_RANGE = "Must be from year 1 to 9999 once converted to UTC."
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-
-
-def parse_attempt_id(value: Any) -> uuid.UUID:
-    """A client-chosen UUID (any version, any standard spelling).
-
-    Raises:
-        InvalidValue: anything else.
-    """
-    if not isinstance(value, str):
-        raise InvalidValue(ATTEMPT_ID_INVALID)
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise InvalidValue(ATTEMPT_ID_INVALID) from exc
-
-
-def parse_attempted_at(value: Any) -> datetime:
-    """An ISO 8601 timestamp (UTC when it has no offset), not in the future beyond clock skew:
-    an attempt dated ahead would stop every later attempt from applying. Returned in UTC, so
-    PostgreSQL never sees an offset it refuses (beyond 15:59); an instant outside years 1 to
-    9999 in UTC (which PostgreSQL would store and Python never read back) is refused.
-
-    Raises:
-        InvalidValue: anything else.
-    """
-    try:
-        parsed = parse_datetime(value) if isinstance(value, str) else None
-    except ValueError:  # well formed but impossible, such as 2026-02-30
-        parsed = None
-    if parsed is None:
-        raise InvalidValue(ATTEMPTED_AT_INVALID)
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    try:
-        parsed = parsed.astimezone(UTC)
-    except OverflowError as exc:
-        raise InvalidValue(ATTEMPTED_AT_OUT_OF_RANGE) from exc
-    if parsed > timezone.now() + MAX_CLOCK_SKEW:
-        raise InvalidValue("Must not be in the future.")
-    return parsed
-
-
-def parse_correct(value: Any) -> bool:
-    """A JSON boolean (or 0/1); null, other numbers and strings are refused.
-
-    Raises:
-        InvalidValue: anything else.
-    """
-    if value is True or value is False:
-        return value
-    if type(value) is int and value in (0, 1):
-        return bool(value)
-    raise InvalidValue(BOOLEAN_INVALID)
-
-
-@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
-class IdField(serializers.Field):
-    """See ``parse_id``."""
-
-    def to_internal_value(self, data: Any) -> int:
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        fields = self.fields.values()
         try:
-            return parse_id(data)
-        except InvalidValue as exc:
-            raise serializers.ValidationError(str(exc)) from exc
+            return parse_fields(
+                data,
+                required=[str(field.field_name) for field in fields if field.required],
+                optional=[str(field.field_name) for field in fields if not field.required],
+            )
+        except WriteInvalid as exc:
+            raise serializers.ValidationError(exc.errors) from exc
 
-    def to_representation(self, value: int) -> int:
-        return value
+
+class ScoreWriteSerializer(WriteSerializer):
+    """Body of ``POST /scores`` and ``PATCH /scores``."""
+
+    exercise_id = write_field("exercise_id", required=True)
+    correct = write_field("correct", required=True)
+    user_id = write_field("user_id", required=False)
+    attempted_at = write_field("attempted_at", required=False)
+    attempt_id = write_field("attempt_id", required=False)
 
 
-@extend_schema_field({"type": "string", "format": "uuid"})
-class AttemptIdField(serializers.Field):
-    """See ``parse_attempt_id``."""
+class ScoreCorrectSerializer(WriteSerializer):
+    """Body of ``PUT /scores/user/{exercise_id}``."""
 
-    def to_internal_value(self, data: Any) -> uuid.UUID:
+    correct = write_field("correct", required=True)
+    user_id = write_field(
+        "user_id",
+        required=False,
+        help_text="Whose score (privileged callers only; defaults to the caller).",
+    )
+    attempted_at = write_field("attempted_at", required=False)
+    attempt_id = write_field("attempt_id", required=False)
+
+
+class ScoreUpdateSerializer(WriteSerializer):
+    """Body of ``PUT``/``PATCH /scores/{id}``: only ``correct`` changes; the ids may be repeated
+    but not changed."""
+
+    correct = write_field("correct", required=True)
+    user_id = write_field(
+        "user_id", required=False, help_text="If given, must be the score's own user_id."
+    )
+    exercise_id = write_field(
+        "exercise_id", required=False, help_text="If given, must be the score's own exercise_id."
+    )
+    attempted_at = write_field("attempted_at", required=False)
+    attempt_id = write_field("attempt_id", required=False)
+
+
+class BulkItemSerializer(WriteSerializer):
+    user_id = write_field("user_id", required=True, help_text="Whose score.")
+    exercise_id = write_field("exercise_id", required=True)
+    correct = write_field("correct", required=True)
+    attempted_at = write_field("attempted_at", required=False)
+    attempt_id = write_field("attempt_id", required=False)
+
+
+class BulkSerializer(serializers.Serializer):
+    """Body of ``POST /scores/bulk``, read by ``scores.writes.parse_bulk``."""
+
+    scores = BulkItemSerializer(
+        many=True,
+        help_text=f"1 to {BULK_MAX} scores, each (user, exercise) once, each attempt_id once per "
+        "user.",
+    )
+
+    def run_validation(self, data: Any = serializers.empty) -> dict[str, Any]:
+        return self.to_internal_value(None if data is serializers.empty else data)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
         try:
-            return parse_attempt_id(data)
-        except InvalidValue as exc:
-            raise serializers.ValidationError(str(exc)) from exc
-
-    def to_representation(self, value: uuid.UUID) -> str:
-        return str(value)
-
-
-@extend_schema_field({"type": "string", "format": "date-time"})
-class AttemptedAtField(serializers.Field):
-    """See ``parse_attempted_at``."""
-
-    def to_internal_value(self, data: Any) -> datetime:
-        try:
-            return parse_attempted_at(data)
-        except InvalidValue as exc:
-            raise serializers.ValidationError(str(exc)) from exc
-
-    def to_representation(self, value: datetime) -> str:
-        return value.isoformat()
-
-
-@extend_schema_field({"type": "boolean"})
-class StrictBooleanField(serializers.Field):
-    """See ``parse_correct``."""
-
-    def to_internal_value(self, data: Any) -> bool:
-        try:
-            return parse_correct(data)
-        except InvalidValue as exc:
-            raise serializers.ValidationError(str(exc)) from exc
-
-    def to_representation(self, value: bool) -> bool:
-        return value
+            return {"scores": parse_bulk(data)}
+        except WriteInvalid as exc:
+            raise serializers.ValidationError(exc.errors) from exc
 
 
 class ScoreSerializer(serializers.Serializer):
@@ -171,21 +129,6 @@ class ScoreSerializer(serializers.Serializer):
     )
 
 
-class AttemptFieldsMixin(serializers.Serializer):
-    """The optional history fields of every write body."""
-
-    attempt_id = AttemptIdField(
-        required=False,
-        help_text="Client-chosen UUID: a retry with the same id and content is answered as the "
-        "first write was and changes nothing; other content is a 409.",
-    )
-    attempted_at = AttemptedAtField(
-        required=False,
-        help_text="When the attempt happened (default: now). An attempt older than the score's "
-        "latest applied one is logged with applied=false and leaves the score unchanged.",
-    )
-
-
 class AttemptSerializer(serializers.Serializer):
     """One entry of a score's attempt log."""
 
@@ -198,60 +141,7 @@ class AttemptSerializer(serializers.Serializer):
     recorded_at = serializers.DateTimeField()
     recorded_by = serializers.CharField(help_text="The user id, or the staff account's username.")
     attempt_id = serializers.UUIDField(allow_null=True)
-    applied = serializers.BooleanField(help_text="False: older than the applied attempts.")
-
-
-class ScoreWriteSerializer(AttemptFieldsMixin):
-    """Body of ``POST /scores`` and ``PATCH /scores``."""
-
-    exercise_id = IdField()
-    correct = StrictBooleanField()
-    user_id = IdField(
-        required=False,
-        help_text="Whose score (default: the caller); another user needs a privileged caller.",
-    )
-
-
-class ScoreCorrectSerializer(AttemptFieldsMixin):
-    """Body of ``PUT /scores/user/{exercise_id}``."""
-
-    correct = StrictBooleanField()
-    user_id = IdField(
-        required=False,
-        help_text="Whose score (privileged callers only; defaults to the caller).",
-    )
-
-
-class ScoreUpdateSerializer(AttemptFieldsMixin):
-    """Body of ``PUT``/``PATCH /scores/{id}``: only ``correct`` changes; the ids may be repeated
-    but not changed."""
-
-    correct = StrictBooleanField()
-    user_id = IdField(required=False, help_text="If given, must be the score's own user_id.")
-    exercise_id = IdField(
-        required=False, help_text="If given, must be the score's own exercise_id."
-    )
-
-
-class ExerciseIdSerializer(serializers.Serializer):
-    """The ``exercise_id`` path segment, checked like a body field."""
-
-    exercise_id = IdField()
-
-
-class BulkItemSerializer(AttemptFieldsMixin):
-    user_id = IdField()
-    exercise_id = IdField()
-    correct = StrictBooleanField()
-
-
-class BulkSerializer(serializers.Serializer):
-    """Body of ``POST /scores/bulk`` (validated by ``scores.services.parse_bulk``, not by DRF:
-    a thousand items through DRF fields would cost more than writing them)."""
-
-    scores = BulkItemSerializer(
-        many=True, help_text="1 to 1000 scores, each (user, exercise) once."
-    )
+    applied = serializers.BooleanField(help_text="False: did not apply to the score.")
 
 
 class BulkResultSerializer(serializers.Serializer):
@@ -299,99 +189,3 @@ class PingSerializer(serializers.Serializer):
 
 class StatusSerializer(serializers.Serializer):
     status = serializers.CharField()
-
-
-BULK_MAX = 1000
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-BULK_FIELDS = (
-    ("user_id", parse_id, True),
-    ("exercise_id", parse_id, True),
-    ("correct", parse_correct, True),
-    ("attempt_id", parse_attempt_id, False),
-    ("attempted_at", parse_attempted_at, False),
-)
-
-
-def parse_bulk(data: Any) -> list[Write]:
-    """The (user_id, exercise_id, correct) items of a bulk body, validated like single writes.
-
-    Raises:
-        ValidationError: keyed ``{"scores": {"<index>": {"<field>": [...]}}}`` for bad items,
-            repeated (user, exercise) pairs and repeated attempt_ids, or ``{"scores": [...]}``
-            for a bad list.
-    """
-    if not isinstance(data, dict):
-        raise serializers.ValidationError(
-            {"non_field_errors": [f"Expected an object, got {json_type(data)}."]}
-        )
-    if "scores" not in data:
-        raise serializers.ValidationError({"scores": ["This field is required."]})
-    items = data["scores"]
-    if not isinstance(items, list):
-        message = (
-            "This field may not be null."
-            if items is None
-            else f"Expected a list of scores, got {json_type(items)}."
-        )
-        raise serializers.ValidationError({"scores": [message]})
-    if len(items) > BULK_MAX:
-        raise serializers.ValidationError(
-            {"scores": [f"At most {BULK_MAX} scores per request (got {len(items)}): split it."]}
-        )
-    errors: dict[str, dict[str, list[str]]] = {}
-    first_index: dict[tuple[int, int], int] = {}
-    first_attempt: dict[uuid.UUID, int] = {}
-    parsed: list[Write] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            errors[str(index)] = {"non_field_errors": ["Expected an object."]}
-            continue
-        fields: dict[str, Any] = {}
-        problems: dict[str, list[str]] = {}
-        for name, parse, required in BULK_FIELDS:
-            if name not in item:
-                if required:
-                    problems[name] = ["This field is required."]
-            elif item[name] is None:
-                problems[name] = ["This field may not be null."]
-            else:
-                try:
-                    fields[name] = parse(item[name])
-                except InvalidValue as exc:
-                    problems[name] = [str(exc)]
-        if problems:
-            errors[str(index)] = problems
-            continue
-        key = (fields["user_id"], fields["exercise_id"])
-        if key in first_index:
-            errors[str(index)] = {
-                "non_field_errors": [f"Same user_id and exercise_id as item {first_index[key]}."]
-            }
-            continue
-        attempt_id = fields.get("attempt_id")
-        if attempt_id is not None and attempt_id in first_attempt:
-            errors[str(index)] = {
-                "attempt_id": [f"Same attempt_id as item {first_attempt[attempt_id]}."]
-            }
-            continue
-        first_index[key] = index
-        if attempt_id is not None:
-            first_attempt[attempt_id] = index
-        parsed.append(Write(**fields))
-    if errors:
-        raise serializers.ValidationError({"scores": errors})
-    return parsed

@@ -296,7 +296,8 @@ def test_import_refuses_a_repeated_pair_or_attempt_id_as_the_bulk_endpoint_does(
         f"4,3,true,{A1}\n"
         "5,3,true,\n"
         "4,3,false,\n"  # the same (user, exercise) as line 2
-        f"6,3,true,{A1}\n",  # the same attempt_id as line 2
+        f"4,5,true,{A1}\n"  # the same attempt_id as line 2, for the same user
+        f"6,3,true,{A1}\n",  # the same attempt_id for another user: another attempt
     )
     err = io.StringIO()
 
@@ -398,7 +399,7 @@ def test_import_refuses_a_batch_size_out_of_range(tmp_path, size) -> None:
 
 def test_import_stops_at_a_conflicting_attempt_id_naming_its_line(tmp_path) -> None:
     score_write(
-        write=Write(user_id=9, exercise_id=9, correct=True, attempt_id=A2), recorded_by="grader"
+        write=Write(user_id=7, exercise_id=9, correct=True, attempt_id=A2), recorded_by="grader"
     )
     path = csv_file(
         tmp_path,
@@ -406,17 +407,17 @@ def test_import_stops_at_a_conflicting_attempt_id_naming_its_line(tmp_path) -> N
         "4,3,true,\n"
         "5,3,true,\n"
         "6,3,true,\n"
-        f"7,3,true,{A2}\n",  # logged already, for user 9
+        f"7,3,true,{A2}\n",  # logged already for user 7, for another exercise
     )
 
     with pytest.raises(CommandError) as raised:
         run("import_scores", path, "--batch-size", "2")
 
     assert str(raised.value) == (
-        f"{path}: line 5: attempt_id already recorded with other user_id, exercise_id; nothing "
+        f"{path}: line 5: attempt_id already recorded with other exercise_id; nothing "
         "of its batch (lines 4-5) was written, 2 rows before it were."
     )
-    assert [row[:2] for row in stored()] == [(4, 3), (5, 3), (9, 9)]
+    assert [row[:2] for row in stored()] == [(4, 3), (5, 3), (7, 9)]
 
 
 # --- export_scores ----------------------------------------------------------------------------

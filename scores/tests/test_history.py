@@ -270,19 +270,60 @@ def test_the_same_attempt_id_with_other_content_is_a_409_naming_the_fields(user)
     assert Attempt.objects.count() == 1
 
 
-def test_another_user_reusing_an_attempt_id_gets_a_409_not_the_first_users_score(user, other):
+def test_another_user_with_the_same_attempt_id_writes_an_attempt_of_their_own(user, other):
     attempt_id = str(uuid.uuid4())
-    user.patch(
-        "/scores", {"exercise_id": 6, "correct": True, "attempt_id": attempt_id}, format="json"
+    first = user.patch(
+        "/scores", {"exercise_id": 30, "correct": False, "attempt_id": attempt_id}, format="json"
     )
 
     response = other.patch(
-        "/scores", {"exercise_id": 6, "correct": True, "attempt_id": attempt_id}, format="json"
+        "/scores", {"exercise_id": 30, "correct": False, "attempt_id": attempt_id}, format="json"
     )
 
-    assert response.status_code == 409
-    assert response.json()["errors"] == {"user_id": ["Differs from the recorded attempt."]}
-    assert str(OTHER_ID) not in str(response.json()["detail"])
+    assert (first.status_code, response.status_code) == (201, 201)
+    assert (response.json()["user_id"], response.json()["id"]) == (OTHER_ID, first.json()["id"] + 1)
+    assert stored() == [(USER_ID, 30, False), (OTHER_ID, 30, False)]
+    assert Attempt.objects.filter(attempt_id=attempt_id).count() == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"exercise_id": 30, "correct": True},
+        {"exercise_id": 31, "correct": False},
+        {"exercise_id": 30, "correct": False, "attempted_at": "2026-01-01T00:00:00Z"},
+    ],
+    ids=["other-result", "other-exercise", "other-time"],
+)
+def test_nothing_of_another_users_attempt_shows_whatever_the_body(user, other, body) -> None:
+    attempt_id = str(uuid.uuid4())
+    user.patch(
+        "/scores", {"exercise_id": 30, "correct": False, "attempt_id": attempt_id}, format="json"
+    )
+
+    response = other.patch("/scores", {**body, "attempt_id": attempt_id}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["user_id"] == OTHER_ID
+    assert {key: response.json()[key] for key in ("exercise_id", "correct")} == {
+        "exercise_id": body["exercise_id"],
+        "correct": body["correct"],
+    }
+
+
+def test_a_grader_write_for_another_user_is_not_blocked_by_a_users_attempt_id(user, staff):
+    attempt_id = str(uuid.uuid4())
+    user.patch(
+        "/scores", {"exercise_id": 30, "correct": False, "attempt_id": attempt_id}, format="json"
+    )
+
+    response = staff.patch(
+        "/scores",
+        {"user_id": 77, "exercise_id": 30, "correct": True, "attempt_id": attempt_id},
+        format="json",
+    )
+
+    assert (response.status_code, response.json()["user_id"]) == (201, 77)
 
 
 def test_a_bulk_item_replayed_is_skipped_and_a_changed_one_refuses_the_batch(staff) -> None:

@@ -13,12 +13,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, reset_queries
 from tqdm import tqdm
 
-from scores.csv_import import HEADER_HELP, BadFile, Fields, read_scores
+from scores.csv_import import HEADER_HELP, BadFile, read_scores
 from scores.models import Attempt
 from scores.services import AttemptConflict, BulkWrite, Write, scores_upsert_many
 
 DEFAULT_BATCH = 2000  # measured faster than 1000 (docs/admin-and-commands.md)
-MAX_BATCH = 3000  # 10 bound values a row on SQLite, which takes at most 32766 a statement
+MAX_BATCH = 3000  # rows per transaction: a batch is one statement of a JSON array
 MAX_LISTED = 1000  # invalid rows listed one by one; the rest are counted
 RECORDED_BY_MAX = Attempt._meta.get_field("recorded_by").max_length or 150
 
@@ -131,7 +131,7 @@ class Command(BaseCommand):
                             )
                         continue
                     lines.append(line)
-                    writes.append(Write(*fields))
+                    writes.append(fields)
                     if len(writes) == batch_size:
                         break
                 return lines, writes
@@ -178,7 +178,7 @@ def _open(path: Path) -> TextIO:
         raise CommandError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
 
 
-def _rows(path: Path, csv_file: TextIO) -> Iterator[tuple[int, Fields | str]]:
+def _rows(path: Path, csv_file: TextIO) -> Iterator[tuple[int, Write | str]]:
     """``read_scores`` with its problems as one-line CommandErrors naming the file."""
     try:
         yield from read_scores(csv_file)
