@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 
 
 class ScoresConfig(AppConfig):
@@ -6,4 +7,6 @@ class ScoresConfig(AppConfig):
     verbose_name = "Scores"
 
     def ready(self) -> None:
-        from scores import checks  # noqa: F401 (registers the system checks)
+        from scores.database import use_iso_timestamps
+
+        connection_created.connect(use_iso_timestamps, dispatch_uid="scores.iso_timestamps")

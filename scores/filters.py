@@ -1,78 +1,96 @@
-"""List filters. A bad value is a 400 naming the parameter, never an empty list."""
+"""List filters (django-filter). A bad value is a 400 naming the parameter, never an empty list;
+values are read by the same strict parsers as bodies (``scores.validation``), so a control
+character, a non-ASCII digit or a week date is refused here too."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from typing import Any
 
 import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db.models import QuerySet
-from django_filters.fields import IsoDateTimeField
-from django_filters.rest_framework import DjangoFilterBackend
-from rest_framework.request import Request
 
-from scores.models import MAX_ID, ExerciseStats, Score
+from scores.models import ExerciseStats, Score
+from scores.validation import (
+    MAX_ID,
+    TIMESTAMP_OUT_OF_RANGE,
+    InvalidValue,
+    parse_bool_text,
+    parse_timestamp_text,
+)
+
+_INTEGER = re.compile(r"-?[0-9]{1,4000}", re.ASCII)
 
 
-class FilterBackend(DjangoFilterBackend):
-    """django-filter's backend, skipped when the query string names none of the view's filters:
-    building and validating the filter form is a seventh of a list request's time, and with
-    nothing to filter it changes nothing."""
+class StrictIntegerField(forms.IntegerField):
+    """Django's integer field without its leniency: ASCII digits, no spaces or control
+    characters (``int()`` would take them), no fractions."""
 
-    def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
-        filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is None or not any(
-            name in request.query_params for name in filterset_class.base_filters
-        ):
-            return queryset
-        return super().filter_queryset(request, queryset, view)
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        if not _INTEGER.fullmatch(str(value)):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
 
 
 class IdFilter(django_filters.NumberFilter):
-    field_class = forms.IntegerField
+    field_class = StrictIntegerField
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("validators", [MinValueValidator(1), MaxValueValidator(MAX_ID)])
         super().__init__(*args, **kwargs)
 
 
-class StrictBooleanFilter(django_filters.TypedChoiceFilter):
-    """``true``/``false`` (or ``1``/``0``); anything else is an error, not "no filter"."""
+class StrictBooleanField(forms.TypedChoiceField):
+    """``true``/``false``/``1``/``0``; anything else is an error, not "no filter"."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("choices", [("true", "true"), ("false", "false"), ("1", "1"), ("0", "0")])
-        kwargs.setdefault("coerce", lambda value: value in ("true", "1"))
-        super().__init__(*args, **kwargs)
-
-
-class UTCDateTimeField(IsoDateTimeField):
-    """ISO 8601, returned in UTC: PostgreSQL refuses offsets beyond 15:59, and an instant
-    outside years 1 to 9999 once in UTC is refused here rather than by the database."""
-
-    default_error_messages = {"out_of_range": "Must be from year 1 to 9999 once converted to UTC."}
-
-    def to_python(self, value: Any) -> datetime | None:
-        moment = super().to_python(value)
-        if moment is None:
-            return None
+    def to_python(self, value: Any) -> Any:
+        if value in self.empty_values:
+            return ""
         try:
-            return moment.astimezone(UTC)
-        except OverflowError as exc:
+            return parse_bool_text(str(value))
+        except InvalidValue as exc:
             raise forms.ValidationError(
-                self.error_messages["out_of_range"], code="out_of_range"
+                self.error_messages["invalid_choice"],
+                code="invalid_choice",
+                params={"value": value},
             ) from exc
 
+    def validate(self, value: Any) -> None:
+        if value == "" and self.required:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
 
-class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
+class UTCDateTimeField(forms.DateTimeField):
+    """ISO 8601 read by ``parse_timestamp`` (UTC when it has no offset), returned in UTC."""
+
+    default_error_messages = {"out_of_range": TIMESTAMP_OUT_OF_RANGE}
+
+    def to_python(self, value: Any) -> datetime | None:
+        if value in self.empty_values:
+            return None
+        try:
+            return parse_timestamp_text(str(value))
+        except InvalidValue as exc:
+            code = "out_of_range" if str(exc) == TIMESTAMP_OUT_OF_RANGE else "invalid"
+            raise forms.ValidationError(self.error_messages[code], code=code) from exc
+
+
+class UTCDateTimeFilter(django_filters.DateTimeFilter):
     field_class = UTCDateTimeField
 
 
 class ScoreFilter(django_filters.FilterSet):
     user_id = IdFilter(help_text="Only this user's scores (others see only their own anyway).")
     exercise_id = IdFilter(help_text="Only scores of this exercise.")
-    correct = StrictBooleanFilter(help_text="`true` or `false`.")
+    correct = StrictBooleanFilter(help_text="`true` or `false` (or `1`, `0`).")
     updated_after = UTCDateTimeFilter(
         field_name="updated_at",
         lookup_expr="gte",

@@ -1,18 +1,16 @@
-"""Rate limits per caller: fixed-window counters in the shared cache, counted in batches,
-failing open.
+"""Rate limits: fixed-window counters in Django's cache, one atomic increment per request.
 
-DRF's throttles keep a list of every request time of the window per caller and read and write
-it whole on each request (two cache round trips and a list up to the rate's length, e.g. 6000
-entries for the grader). Here a counter per window is incremented atomically (one round trip
-on Redis: see ``scores.cache``), at the price of allowing up to twice the rate across a window
-boundary.
+DRF's own throttles keep every request time of the window per caller in one cache entry and
+read and rewrite it whole on each request: two round trips, an entry of up to 6,000 times for
+the grader's rate, and lost counts when two workers rewrite it at once. Here a counter per
+window is incremented atomically (``cache.incr``, one Redis round trip), as DRF documents for
+custom throttles, at the price of allowing up to twice the rate across a window boundary. The
+counters live in the shared cache, or per process while Redis is away
+(``scores.resilient_cache``).
 
-Each process adds its requests to the shared counter in batches of up to ``MAX_BATCH`` (a
-hundredth of the rate, so 1, i.e. exact, for rates under 200 per window): a caller far below
-the limit costs no round trip on most requests. A caller may therefore exceed the rate by at
-most ``batch - 1`` requests per worker process per window; once a flush finds the caller over
-the rate, the process refuses them without asking again until the window ends. A cache outage
-lets requests through rather than refusing everyone.
+Requests whose credentials are refused count against the anonymous rate of their client
+address (``refused_credentials``): one client cannot make the service ask the users service
+without bound.
 """
 
 from __future__ import annotations
@@ -27,81 +25,84 @@ from rest_framework.request import Request
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 10
-EXHAUSTED = -1  # a caller found over the rate in this window
 
-
-class WindowCounts:
-    """This process's requests not yet added to the shared counters, for the current window of
-    one duration only (older windows' leftovers are dropped: they can no longer matter)."""
-
-    def __init__(self) -> None:
-        self._windows: dict[int, tuple[int, dict[str, int]]] = {}
-
-    def counts(self, duration: int, window: int) -> dict[str, int]:
-        current = self._windows.get(duration)
-        if current is None or current[0] != window:
-            current = self._windows[duration] = (window, {})
-        return current[1]
-
-    def clear(self) -> None:
-        self._windows = {}
-
-
-window_counts = WindowCounts()
-
-
-class FixedWindowMixin:
-    """``allow_request`` and ``wait`` for a ``SimpleRateThrottle`` subclass."""
+class FixedWindowThrottle(throttling.SimpleRateThrottle):
+    """``SimpleRateThrottle``'s rates, scopes and keys, counted per fixed window."""
 
     num_requests: int
     duration: int
-    rate: str | None
+
+    def window(self, now: float) -> tuple[str, float]:
+        """The counter key of ``now``'s window for this throttle's key, and the window's end."""
+        start = int(now // self.duration) * self.duration
+        return f"{self.key}:{start}", float(start + self.duration)
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if self.rate is None:
             return True
-        ident = self.get_cache_key(request, view)  # type: ignore[attr-defined]
-        if ident is None:
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
             return True
-        now = time.time()
-        window = int(now // self.duration)
-        self.window_end = (window + 1) * self.duration
-        self.now = now
-        counts = window_counts.counts(self.duration, window)
-        pending = counts.get(ident, 0)
-        if pending == EXHAUSTED:
-            return False
-        pending += 1
-        if pending < min(MAX_BATCH, max(1, self.num_requests // 100)):
-            counts[ident] = pending
-            return True
-        counts[ident] = 0
-        key = f"{ident}:{window}"
+        return self.count(add=1) <= self.num_requests
+
+    def count(self, *, add: int) -> int:
+        """Add ``add`` to the current window's counter and return it (0: only read it)."""
+        self.now = time.time()
+        key, self.window_end = self.window(self.now)
+        if not add:
+            return int(cache.get(key) or 0)
         try:
-            try:
-                count = cache.incr(key, pending)
-            except ValueError:  # first flush of the window (or a lost race to create it)
-                count = (
-                    pending
-                    if cache.add(key, pending, self.duration + 1)
-                    else cache.incr(key, pending)
-                )
-        except Exception:
-            logger.warning("throttle cache unavailable; request not throttled", exc_info=True)
-            return True
-        if count > self.num_requests:
-            counts[ident] = EXHAUSTED
-            return False
-        return True
+            return int(cache.incr(key, add))
+        except ValueError:  # the window's first request (or a lost race to create it)
+            if cache.add(key, add, self.duration + 1):
+                return add
+            return int(cache.incr(key, add))
 
     def wait(self) -> float:
         return max(1.0, self.window_end - self.now)
 
 
-class UserRateThrottle(FixedWindowMixin, throttling.UserRateThrottle):
+class UserRateThrottle(FixedWindowThrottle):
     """Per authenticated caller: ``THROTTLE_RATE_USER``."""
 
+    scope = "user"
 
-class AnonRateThrottle(FixedWindowMixin, throttling.AnonRateThrottle):
-    """Per anonymous client address: ``THROTTLE_RATE_ANON``."""
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if not (request.user and request.user.is_authenticated):
+            return None
+        return f"throttle:user:{request.user.pk}"
+
+
+class AnonRateThrottle(FixedWindowThrottle):
+    """Per anonymous client address: ``THROTTLE_RATE_ANON`` (requests without credentials to
+    the public routes, and requests whose credentials were refused)."""
+
+    scope = "anon"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if request.user and request.user.is_authenticated:
+            return None
+        return self.address_key(request)
+
+    def address_key(self, request: Request) -> str:
+        return f"throttle:anon:{self.get_ident(request)}"
+
+
+class RefusedCredentials:
+    """The anonymous rate of a client address, spent by refused credentials."""
+
+    def __init__(self, request: Request) -> None:
+        self.throttle = AnonRateThrottle()
+        self.throttle.key = self.throttle.address_key(request)
+
+    def exhausted(self) -> float | None:
+        """Seconds to wait if the address is over its rate, else None."""
+        if self.throttle.rate is None:
+            return None
+        if self.throttle.count(add=0) < self.throttle.num_requests:
+            return None
+        return self.throttle.wait()
+
+    def spend(self) -> None:
+        if self.throttle.rate is not None:
+            self.throttle.count(add=1)

@@ -1,4 +1,5 @@
-"""HTTP endpoints. Views declare; the rules live in services, selectors and permissions."""
+"""HTTP endpoints. Views declare (permissions, serializers, pagination, filters) and call the
+selectors (reads, visibility) and services (writes); they decide no rule themselves."""
 
 from __future__ import annotations
 
@@ -14,23 +15,18 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from scores.authentication import Caller, caller_of
+from scores.callers import Caller, caller_of
 from scores.csv_export import csv_chunks
 from scores.exceptions import Conflict, DatabaseUnavailable, json_error
 from scores.filters import ExerciseStatsFilter, ScoreFilter
 from scores.models import Score
-from scores.negotiation import FirstRendererNegotiation
-from scores.pagination import (
-    AttemptCursorPagination,
-    ExerciseCursorPagination,
-    IdCursorPagination,
-)
-from scores.permissions import ensure_may_write, ensure_privileged, target_user_id
-from scores.renderers import ORJSONRenderer
+from scores.pagination import AttemptCursorPagination, ExerciseCursorPagination, IdCursorPagination
+from scores.permissions import action_of, target_user_id
 from scores.schema import (
     EXERCISE_ID_PATH,
     SCORE_ID_PATH,
@@ -43,9 +39,10 @@ from scores.selectors import (
     ScoreRow,
     attempts_of_score,
     exercise_stats,
-    score_for_caller,
     score_of_user,
+    score_visible,
     scores_for_export,
+    scores_of_user,
     scores_visible_to,
     user_summary,
     with_rates,
@@ -54,9 +51,7 @@ from scores.serializers import (
     AttemptSerializer,
     BulkResultSerializer,
     BulkSerializer,
-    ExerciseIdSerializer,
     ExerciseStatsSerializer,
-    IdField,
     PingSerializer,
     ScoreCorrectSerializer,
     ScoreSerializer,
@@ -64,7 +59,6 @@ from scores.serializers import (
     ScoreWriteSerializer,
     StatusSerializer,
     SummarySerializer,
-    parse_bulk,
 )
 from scores.services import (
     AttemptConflict,
@@ -76,6 +70,9 @@ from scores.services import (
     score_write,
     scores_upsert_many,
 )
+from scores.validation import InvalidValue, parse_path_id, parse_pk_text
+
+NO_SUCH_SCORE = "No such score."
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -84,19 +81,22 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
     return dict(serializer.validated_data)
 
 
-def path_int(value: str) -> int | str:
-    """A path segment as an int when it is one, else unchanged (for the field's error)."""
-    return int(value) if value.isascii() and value.isdigit() else value
-
-
 def query_user_id(request: Request) -> int | None:
+    """``?user_id=``, if given."""
     raw = request.query_params.get("user_id")
     if raw is None:
         return None
     try:
-        return IdField().to_internal_value(path_int(raw))
-    except serializers.ValidationError as exc:
-        raise exceptions.ValidationError({"user_id": exc.detail}) from exc
+        return parse_path_id(raw)
+    except InvalidValue as exc:
+        raise exceptions.ValidationError({"user_id": [str(exc)]}) from exc
+
+
+def path_exercise_id(segment: str) -> int:
+    try:
+        return parse_path_id(segment)
+    except InvalidValue as exc:
+        raise exceptions.ValidationError({"exercise_id": [str(exc)]}) from exc
 
 
 def attempt_conflict(exc: AttemptConflict) -> Conflict:
@@ -156,6 +156,22 @@ class ScoreViewSet(viewsets.GenericViewSet):
     pagination_class = IdCursorPagination
     filterset_class = ScoreFilter
     lookup_value_regex = "[0-9]+"
+    privileged_actions = ("destroy", "bulk", "export")
+    write_serializers = {
+        "create": ScoreWriteSerializer,
+        "upsert": ScoreWriteSerializer,
+        "update": ScoreUpdateSerializer,
+        "partial_update": ScoreUpdateSerializer,
+        "mine_for_exercise": ScoreCorrectSerializer,
+        "bulk": BulkSerializer,
+    }
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        if self.request is not None and self.request.method not in ("GET", "HEAD", "DELETE"):
+            found = self.write_serializers.get(action_of(self.request, self) or "")
+            if found is not None:
+                return found
+        return ScoreSerializer
 
     def get_queryset(self) -> Any:
         if self.action == "stats":
@@ -164,12 +180,18 @@ class ScoreViewSet(viewsets.GenericViewSet):
             return Score.objects.none()
         return scores_visible_to(self.caller)
 
-    def get_object(self) -> Any:
-        """The score of a ``{pk}`` route. DRF's OPTIONS asks for it before describing PUT; the
-        ``user/{exercise_id}`` upsert has none to give (its PUT may create the score)."""
-        if self.lookup_field not in self.kwargs:
-            return None
-        return super().get_object()
+    def get_object(self) -> ScoreRow:
+        """The score of a ``{pk}`` route, if the caller may see it (DRF's OPTIONS asks for it
+        before describing PUT; the ``user/{exercise_id}`` route has none)."""
+        pk = self.kwargs.get(self.lookup_field)
+        if pk is None:
+            return None  # type: ignore[return-value]
+        score_id = parse_pk_text(pk)
+        score = None if score_id is None else score_visible(caller=self.caller, score_id=score_id)
+        if score is None:
+            raise exceptions.NotFound(NO_SUCH_SCORE)
+        self.check_object_permissions(self.request, score)
+        return score
 
     @property
     def caller(self) -> Caller:
@@ -179,17 +201,13 @@ class ScoreViewSet(viewsets.GenericViewSet):
         page = self.paginate_queryset(self.filter_queryset(rows))
         return self.get_paginated_response(page)
 
-    def _visible(self, pk: str) -> ScoreRow:
-        score = score_for_caller(caller=self.caller, score_id=int(pk))
-        if score is None:
-            raise exceptions.NotFound("No such score.")
-        return score
-
-    def list(self, request: Request) -> Response:
-        return self._page(self.get_queryset())
-
     def _write(
-        self, data: dict[str, Any], user_id: int, exercise_id: int, mode: WriteMode
+        self,
+        data: dict[str, Any],
+        user_id: int,
+        exercise_id: int,
+        mode: WriteMode,
+        correction: bool = False,
     ) -> Response:
         """Apply a validated write body through the write service; 201 when it created the
         score (also when replayed), else 200."""
@@ -201,23 +219,26 @@ class ScoreViewSet(viewsets.GenericViewSet):
             attempted_at=data.get("attempted_at"),
         )
         try:
-            result = score_write(write=write, recorded_by=self.caller.name, mode=mode)
+            result = score_write(
+                write=write, recorded_by=self.caller.name, mode=mode, correction=correction
+            )
         except ScoreExists as exc:
             raise Conflict(
                 "A score for this user and exercise already exists; "
                 "PATCH /scores updates it (upsert)."
             ) from exc
         except ScoreNotFound as exc:
-            raise exceptions.NotFound("No such score.") from exc
+            raise exceptions.NotFound(NO_SUCH_SCORE) from exc
         except AttemptConflict as exc:
             raise attempt_conflict(exc) from exc
         return score_response(result.score, result.created)
 
+    def list(self, request: Request) -> Response:
+        return self._page(self.get_queryset())
+
     def create(self, request: Request) -> Response:
-        caller = self.caller
-        ensure_may_write(caller)
         data = validated(ScoreWriteSerializer, request.data)
-        user_id = target_user_id(caller, data.get("user_id"))
+        user_id = target_user_id(self.caller, data.get("user_id"))
         return self._write(data, user_id, data["exercise_id"], WriteMode.CREATE)
 
     @extend_schema(
@@ -227,19 +248,15 @@ class ScoreViewSet(viewsets.GenericViewSet):
         responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
     )
     def upsert(self, request: Request) -> Response:
-        caller = self.caller
-        ensure_may_write(caller)
         data = validated(ScoreWriteSerializer, request.data)
-        user_id = target_user_id(caller, data.get("user_id"))
+        user_id = target_user_id(self.caller, data.get("user_id"))
         return self._write(data, user_id, data["exercise_id"], WriteMode.UPSERT)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return score_response(self._visible(pk))
+        return score_response(self.get_object())
 
     def update(self, request: Request, pk: str) -> Response:
-        caller = self.caller
-        ensure_may_write(caller)
-        score = self._visible(pk)
+        score = self.get_object()
         data = validated(ScoreUpdateSerializer, request.data)
         changed: dict[str, list[str]] = {
             field: ["Cannot be changed: it identifies the score."]
@@ -248,21 +265,26 @@ class ScoreViewSet(viewsets.GenericViewSet):
         }
         if changed:
             raise exceptions.ValidationError(changed)
-        return self._write(data, score["user_id"], score["exercise_id"], WriteMode.UPDATE)
+        return self._write(
+            data,
+            score["user_id"],
+            score["exercise_id"],
+            WriteMode.UPDATE,
+            correction=self.caller.privileged,
+        )
 
     def partial_update(self, request: Request, pk: str) -> Response:
         return self.update(request, pk)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        score = self._visible(pk)
-        ensure_privileged(self.caller)
+        score = self.get_object()
         if not score_delete(score_id=score["id"]):
-            raise exceptions.NotFound("No such score.")
+            raise exceptions.NotFound(NO_SUCH_SCORE)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _own_user_id(self, request: Request) -> int:
-        """The user a /scores/user request is about: ?user_id= if given (visibility still
-        applies: a non-privileged caller sees nothing of others), else the caller."""
+    def _named_user_id(self, request: Request) -> int:
+        """The user a /scores/user or summary request is about: ``?user_id=`` if given, else the
+        caller (whose visibility the selectors then apply)."""
         requested = query_user_id(request)
         return target_user_id(self.caller, None) if requested is None else requested
 
@@ -273,8 +295,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["get"], url_path="user")
     def mine(self, request: Request) -> Response:
-        user_id = self._own_user_id(request)
-        return self._page(scores_visible_to(self.caller).filter(user_id=user_id))
+        return self._page(scores_of_user(caller=self.caller, user_id=self._named_user_id(request)))
 
     @extend_schema(
         methods=["GET"],
@@ -292,26 +313,21 @@ class ScoreViewSet(viewsets.GenericViewSet):
     @action(detail=False, methods=["get", "put"], url_path=r"user/(?P<exercise_id>[^/]+)")
     def mine_for_exercise(self, request: Request, exercise_id: str) -> Response:
         if request.method == "PUT":
-            exercise = validated(ExerciseIdSerializer, {"exercise_id": path_int(exercise_id)})
-            caller = self.caller
-            ensure_may_write(caller)
+            exercise = path_exercise_id(exercise_id)
             data = validated(ScoreCorrectSerializer, request.data)
-            user_id = target_user_id(caller, data.get("user_id", query_user_id(request)))
-            return self._write(data, user_id, exercise["exercise_id"], WriteMode.UPSERT)
+            user_id = target_user_id(self.caller, data.get("user_id", query_user_id(request)))
+            return self._write(data, user_id, exercise, WriteMode.UPSERT)
         return score_response(self._own_score(request, exercise_id))
 
     def _own_score(self, request: Request, exercise_id: str) -> ScoreRow:
-        """The score of /scores/user/{exercise_id}: the caller's, or ?user_id='s when privileged.
+        """The score of /scores/user/{exercise_id}: the caller's, or ?user_id='s when visible.
 
         Raises:
             NotFound: no such score, or not visible to the caller.
         """
-        exercise = validated(ExerciseIdSerializer, {"exercise_id": path_int(exercise_id)})
-        caller = self.caller
-        user_id = self._own_user_id(request)
-        score = None
-        if caller.privileged or user_id == caller.user_id:
-            score = score_of_user(user_id=user_id, exercise_id=exercise["exercise_id"])
+        exercise = path_exercise_id(exercise_id)
+        user_id = self._named_user_id(request)
+        score = score_of_user(caller=self.caller, user_id=user_id, exercise_id=exercise)
         if score is None:
             raise exceptions.NotFound("No score for this exercise.")
         return score
@@ -329,7 +345,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
         filter_backends=[],
     )
     def attempts(self, request: Request, pk: str) -> Response:
-        score = self._visible(pk)
+        score = self.get_object()
         return self.get_paginated_response(self.paginate_queryset(attempts_of_score(score["id"])))
 
     @extend_schema(
@@ -355,10 +371,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["get"], url_path="summary")
     def summary(self, request: Request) -> Response:
-        caller = self.caller
-        user_id = self._own_user_id(request)
-        if user_id != caller.user_id and not caller.privileged:
-            raise exceptions.PermissionDenied("You may only read and write your own scores.")
+        user_id = target_user_id(self.caller, query_user_id(request))
         return Response(user_summary(user_id=user_id))
 
     @extend_schema(
@@ -383,10 +396,9 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["post"], url_path="bulk")
     def bulk(self, request: Request) -> Response:
-        caller = self.caller
-        ensure_privileged(caller)
+        writes = validated(BulkSerializer, request.data)["scores"]
         try:
-            result = scores_upsert_many(writes=parse_bulk(request.data), recorded_by=caller.name)
+            result = scores_upsert_many(writes=writes, recorded_by=self.caller.name)
         except AttemptConflict as exc:
             raise attempt_conflict(exc) from exc
         return Response({"created": result.created, "updated": result.updated})
@@ -401,15 +413,8 @@ class ScoreViewSet(viewsets.GenericViewSet):
             **error_responses(400, 403),
         },
     )
-    @action(
-        detail=False,
-        methods=["get"],
-        url_path=r"export\.csv",
-        url_name="export",
-        content_negotiation_class=FirstRendererNegotiation,
-    )
+    @action(detail=False, methods=["get"], url_path=r"export\.csv", url_name="export")
     def export(self, request: Request) -> StreamingHttpResponse:
-        ensure_privileged(self.caller)
         # The database is chosen now, while a client's recent write still pins it to the
         # primary; the rows are read later, as the response streams.
         queryset = self.filter_queryset(self.get_queryset())
@@ -424,31 +429,29 @@ class PublicView(APIView):
     permission_classes = [AllowAny]
 
 
-class JSONErrorsMixin:
-    """For views that render YAML or HTML (the schema, the docs): their errors (405, 429) and
-    their OPTIONS description are JSON like the rest of the API, not a page (nor, for OPTIONS
-    of the docs, a 500 from a template given the wrong context)."""
+class JSONOptionsMixin:
+    """For the views that render YAML or HTML (the schema, the docs): their ``OPTIONS``
+    description is JSON like the rest of the API (a docs page template given the description
+    would fail)."""
 
-    def finalize_response(
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        if isinstance(response, Response) and (response.exception or request.method == "OPTIONS"):
-            response.accepted_renderer = ORJSONRenderer()
-            response.accepted_media_type = ORJSONRenderer.media_type
-        return response
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+        return super().options(request, *args, **kwargs)  # type: ignore[misc]
 
 
-class SchemaView(JSONErrorsMixin, SpectacularAPIView):
+class SchemaView(JSONOptionsMixin, SpectacularAPIView):
     """The OpenAPI schema."""
 
 
-class SwaggerView(JSONErrorsMixin, SpectacularSwaggerView):
+class SwaggerView(JSONOptionsMixin, SpectacularSwaggerView):
     """Swagger UI, with its assets served locally."""
 
 
-class RedocView(JSONErrorsMixin, SpectacularRedocView):
-    """Redoc, with its assets served locally."""
+class RedocView(JSONOptionsMixin, SpectacularRedocView):
+    """Redoc, with its assets served locally and no web fonts fetched from elsewhere."""
+
+    template_name = "scores/redoc.html"
 
 
 class PingView(PublicView):

@@ -10,15 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+import orjson
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-# The spec's spelling of the per-process cache URL (django-environ calls it locmemcache://).
-environ.Env.CACHE_SCHEMES.setdefault("locmem", "django.core.cache.backends.locmem.LocMemCache")
-# redis:// and rediss:// use Django's Redis backend with its clients reused (scores/cache.py).
-for _scheme in ("redis", "rediss", "rediscache"):
-    environ.Env.CACHE_SCHEMES[_scheme] = "scores.cache.RedisCache"
 
 
 def require(name: str) -> str:
@@ -63,23 +59,15 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "scores.middleware.JSONErrorMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "scores.middleware.SiteMiddleware",  # SITE_MIDDLEWARE, for requests that can use a session
-]
-# Browser sessions: the admin's pages and requests with the session cookie only (a bearer-token
-# call skips them; see scores.middleware.SiteMiddleware).
-SITE_MIDDLEWARE = [
+    "scores.database.DatabaseGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires: the lockout response
 ]
-SITE_PATH_PREFIXES = ["/admin"]
-# The admin's, django-axes's and the CSRF deployment check look for their middleware in
-# MIDDLEWARE only; scores.checks checks SITE_MIDDLEWARE instead.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "axes.W002", "security.W003"]
 
 TEMPLATES = [
     {
@@ -98,13 +86,14 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 SQLITE_URL = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+DATABASE_STATEMENT_TIMEOUT = env.float("DATABASE_STATEMENT_TIMEOUT", default=5.0)  # seconds
+DATABASE_CONNECT_TIMEOUT = env.float("DATABASE_CONNECT_TIMEOUT", default=3.0)  # seconds
 
 
 def database(url: str) -> dict[str, object]:
     """A ``DATABASES`` entry from a database URL, with the options every environment wants."""
     config: dict[str, object] = env.db_url_config(url)
     if config["ENGINE"] == "django.db.backends.postgresql":
-        config["ENGINE"] = "evalsvc.postgres"  # a health check without a round trip
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
         # Behind PgBouncer in transaction mode server-side cursors do not survive; the CSV
@@ -112,22 +101,26 @@ def database(url: str) -> dict[str, object]:
         config["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
             "DISABLE_SERVER_SIDE_CURSORS", default=False
         )
+        # Deadlines (scores.database): a statement or a lock wait, and a connection attempt.
+        statement_ms = int(DATABASE_STATEMENT_TIMEOUT * 1000)
+        options: dict[str, object] = {
+            **config.get("OPTIONS", {}),  # type: ignore[dict-item]
+            "connect_timeout": max(1, round(DATABASE_CONNECT_TIMEOUT)),
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+        }
         # Parameters bound by the server and statements prepared after their fifth use on a
         # connection (psycopg's default threshold): a repeated one-row read skips PostgreSQL's
         # parse and plan. Off behind a PgBouncer in transaction mode older than 1.21 (from
         # 1.21, its max_prepared_statements keeps prepared statements working).
         if env.bool("PREPARED_STATEMENTS", default=True):
-            config["OPTIONS"] = {
-                **config.get("OPTIONS", {}),  # type: ignore[dict-item]
-                "server_side_binding": True,
-                "prepare_threshold": 5,
-            }
+            options.update(server_side_binding=True, prepare_threshold=5)
+        config["OPTIONS"] = options
     return config
 
 
 def replica_databases() -> dict[str, dict[str, object]]:
     """The ``replica`` alias and its router when DATABASE_REPLICA_URL is set (see
-    scores/routers.py), else nothing."""
+    scores/replicas.py), else nothing."""
     url = env.str("DATABASE_REPLICA_URL", default="")
     if not url:
         return {}
@@ -136,10 +129,10 @@ def replica_databases() -> dict[str, dict[str, object]]:
 
 REPLICA_STICKY_SECONDS = env.int("REPLICA_STICKY_SECONDS", default=5)
 if env.str("DATABASE_REPLICA_URL", default=""):
-    DATABASE_ROUTERS = ["scores.routers.PrimaryReplicaRouter"]
+    DATABASE_ROUTERS = ["scores.replicas.PrimaryReplicaRouter"]
     MIDDLEWARE.insert(
         MIDDLEWARE.index("scores.middleware.JSONErrorMiddleware") + 1,
-        "scores.routers.ReadYourWritesMiddleware",
+        "scores.replicas.ReadYourWritesMiddleware",
     )
 
 
@@ -161,10 +154,36 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Cache (token verdicts, throttling) -----------------------------------------------------
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmem://")}
-if "OPTIONS" in CACHES["default"] and CACHES["default"]["BACKEND"] == "scores.cache.RedisCache":
-    # django-environ upper-cases options of backends it does not know; these are redis-py's.
-    CACHES["default"]["OPTIONS"] = {k.lower(): v for k, v in CACHES["default"]["OPTIONS"].items()}
+# CACHE_URL: locmem:// (the default: per process) or a Redis URL (django-redis, shared by every
+# worker and instance). Redis is an accelerator, not a dependency: each call has REDIS_TIMEOUT,
+# and while Redis fails the cache falls back to this process's memory (scores.resilient_cache).
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=0.25)  # seconds per Redis call
+LOCAL_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+
+
+def caches(url: str) -> dict[str, dict[str, object]]:
+    """``CACHES`` for a cache URL (``locmem://`` is the spec's spelling of a per-process one)."""
+    if url.split("://", 1)[0] == "locmem":
+        return {"default": {**LOCAL_CACHE, "LOCATION": url.split("://", 1)[1]}}
+    shared: dict[str, object] = env.cache_url_config(url)
+    if shared["BACKEND"] != "django_redis.cache.RedisCache":
+        return {"default": shared}
+    shared["OPTIONS"] = {
+        **shared.get("OPTIONS", {}),  # type: ignore[dict-item]
+        "SOCKET_CONNECT_TIMEOUT": REDIS_TIMEOUT,
+        "SOCKET_TIMEOUT": REDIS_TIMEOUT,
+    }
+    return {
+        "default": {
+            "BACKEND": "scores.resilient_cache.FallbackCache",
+            "OPTIONS": {"SHARED": "redis", "LOCAL": "local"},
+        },
+        "redis": shared,
+        "local": {**LOCAL_CACHE, "LOCATION": "evalsvc-fallback"},
+    }
+
+
+CACHES = caches(env.str("CACHE_URL", default="locmem://"))
 
 # --- Security -------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -185,8 +204,8 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=900))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_CLIENT_IP_CALLABLE = "scores.clients.client_address"
-AXES_LOCKOUT_CALLABLE = "scores.clients.lockout_response"  # 429 + Retry-After, no CORS
+AXES_CLIENT_IP_CALLABLE = "scores.client_address.client_address"
+AXES_LOCKOUT_CALLABLE = "scores.client_address.lockout_response"  # 429 + Retry-After, no CORS
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no start-up banner; lockouts are still logged, addresses masked
 
@@ -198,14 +217,20 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "scores.authentication.RejectUnknownAuthorization",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["scores.permissions.IsScoresCaller"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "scores.permissions.IsScoresCaller",
+        "scores.permissions.IsPrivilegedForAction",
+        "scores.permissions.MayWriteScores",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
-        "scores.renderers.ORJSONRenderer",
+        "drf_orjson_renderer.renderers.ORJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["scores.parsers.ORJSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "scores.negotiation.JSONFirstNegotiation",
-    "DEFAULT_FILTER_BACKENDS": ["scores.filters.FilterBackend"],
+    "ORJSON_RENDERER_OPTIONS": (orjson.OPT_UTC_Z,),
+    "COERCE_DECIMAL_TO_STRING": False,
+    "DEFAULT_PARSER_CLASSES": ["scores.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "scores.negotiation.JSONFallbackNegotiation",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
         "scores.throttling.UserRateThrottle",
         "scores.throttling.AnonRateThrottle",
@@ -252,6 +277,10 @@ USERS_SERVICE_TIMEOUT = env.float("USERS_SERVICE_TIMEOUT", default=2.0)
 USERS_SERVICE_CACHE_SECONDS = env.int("USERS_SERVICE_CACHE_SECONDS", default=60)
 USERS_SERVICE_NEGATIVE_CACHE_SECONDS = env.int("USERS_SERVICE_NEGATIVE_CACHE_SECONDS", default=5)
 SCORES_SELF_REPORT = env.bool("SCORES_SELF_REPORT", default=True)
+SCORE_POLICY = env.str("SCORE_POLICY", default="latest")
+if SCORE_POLICY not in ("latest", "best"):
+    sys.stderr.write(f"evalsvc: SCORE_POLICY must be latest or best, not {SCORE_POLICY!r}\n")
+    raise SystemExit(1)
 RETRY_AFTER_SECONDS = env.int("RETRY_AFTER_SECONDS", default=5)
 
 # --- Logging and metrics --------------------------------------------------------------------

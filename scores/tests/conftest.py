@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import circuitbreaker
 import pytest
 from django.core.cache import cache
 from pytest_httpserver import HTTPServer
@@ -14,8 +16,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
-from scores.authentication import local_verdicts, verdict_journal
-from scores.throttling import window_counts
+from scores.database import database_breaker
+from scores.resilient_cache import redis_breaker
+from scores.users_service import local_verdicts, users_service_breaker
 
 
 @pytest.fixture(scope="session")
@@ -57,17 +60,32 @@ class UsersService:
         return Response(json.dumps(body), status=200, content_type="application/json")
 
 
+def trip(breaker: Any, failure: BaseException | None = None) -> None:
+    """Open ``breaker`` as a run of ``failure`` would."""
+    for _ in range(breaker._failure_threshold):
+        breaker.record_failure(failure or ConnectionError("test: failing"))
+    assert breaker.opened
+
+
+def after_pause(breaker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Move ``breaker``'s clock past its pause: calls go through again."""
+    later = time.monotonic() + breaker._recovery_timeout + 1
+    monkeypatch.setattr(circuitbreaker, "monotonic", lambda: later)
+    assert not breaker.opened
+
+
+def _forget_state() -> None:
+    cache.clear()
+    local_verdicts.clear()
+    for breaker in (database_breaker, redis_breaker, users_service_breaker):
+        breaker.reset()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
-    cache.clear()
-    local_verdicts.clear()
-    verdict_journal.reset()
-    window_counts.clear()
+    _forget_state()
     yield
-    cache.clear()
-    local_verdicts.clear()
-    verdict_journal.reset()
-    window_counts.clear()
+    _forget_state()
 
 
 @pytest.fixture

@@ -21,16 +21,17 @@ import redis
 from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
-from scores.authentication import VerdictJournal, local_verdicts, verdict_journal
+from evalsvc.settings.base import caches as caches_for
 from scores.models import Score
-from scores.tests.conftest import ADMIN_ID, OTHER_ID, USER_ID, bearer_client
+from scores.resilient_cache import FallbackCache, redis_breaker
+from scores.tests.conftest import ADMIN_ID, OTHER_ID, USER_ID, after_pause, bearer_client, trip
 from scores.tests.factories import ScoreFactory
 from scores.tests.helpers import score_json
+from scores.users_service import Verdict, local_verdicts
 from scores.views import ScoreViewSet
 
 pytestmark = pytest.mark.django_db
@@ -197,21 +198,18 @@ def redis_server() -> Iterator[redis.Redis]:
 def redis_cache(settings: Any, redis_server: redis.Redis) -> Iterator[str]:
     """The default cache on Redis, under a key prefix of its own (other tests share db 15)."""
     prefix = f"evalsvc-test-{uuid.uuid4().hex}"
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "scores.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": prefix,
-        }
-    }
-    assert isinstance(caches["default"], RedisCache)
+    configured = caches_for(REDIS_URL)
+    configured["redis"]["KEY_PREFIX"] = prefix
+    settings.CACHES = configured
+    assert isinstance(caches["default"], FallbackCache)
     yield prefix
+    caches["local"].clear()
     for key in redis_server.scan_iter(f"{prefix}:*"):
         redis_server.delete(key)
 
 
 def redis_keys(server: redis.Redis, prefix: str) -> list[str]:
-    """The verdicts' keys (not the journal's stream)."""
+    """The verdicts' keys."""
     return sorted(key.decode() for key in server.scan_iter(f"{prefix}:*:evalsvc:verdict:*"))
 
 
@@ -622,9 +620,10 @@ def test_a_process_keeps_a_verdict_no_longer_than_redis_does(
     local_verdicts.clear()
     assert_ok(client.get(PROBE), EMPTY_PAGE)  # read from Redis, kept by this process
 
-    [(expires_at, user_id, admin)] = local_verdicts._entries.values()
+    [(expires_at, refresh_at, user_id, admin)] = local_verdicts._entries.values()
 
     assert (user_id, admin) == (USER_ID, False)
+    assert refresh_at < expires_at
     assert expires_at == pytest.approx(time.time() + redis_server.pttl(key) / 1000, abs=1)
 
 
@@ -642,18 +641,15 @@ def test_on_redis_a_rejected_token_is_remembered_too(
 
 
 @pytest.fixture
-def unreachable_redis_cache(settings: Any, closed_port: int) -> None:
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "scores.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port}/15",
-        }
-    }
-    assert isinstance(caches["default"], RedisCache)
+def unreachable_redis_cache(settings: Any, closed_port: int) -> Iterator[None]:
+    settings.CACHES = caches_for(f"redis://127.0.0.1:{closed_port}/15")
+    assert isinstance(caches["default"], FallbackCache)
+    yield
+    caches["local"].clear()  # what the process kept meanwhile is not the next test's
 
 
 @pytest.mark.usefixtures("unreachable_redis_cache", "no_throttling")
-def test_with_redis_unreachable_each_request_asks_the_users_service_instead(
+def test_with_redis_unreachable_the_process_keeps_the_verdicts_itself(
     users_service: Any,
 ) -> None:
     own = ScoreFactory(user_id=USER_ID)
@@ -662,10 +658,12 @@ def test_with_redis_unreachable_each_request_asks_the_users_service_instead(
     assert_ok(client.get(PROBE), page_of(own))
     assert_ok(client.get(PROBE), page_of(own))  # the process's own copy of the verdict
     local_verdicts.clear()
-    assert_ok(client.get(PROBE), page_of(own))
+    assert_ok(client.get(PROBE), page_of(own))  # kept in the process's fallback cache
+    assert_unauthorized(bearer_client("unknown-token").get(PROBE), REJECTED)
     assert_unauthorized(bearer_client("unknown-token").get(PROBE), REJECTED)
 
-    assert users_service.calls == 3
+    assert users_service.calls == 2
+    assert redis_breaker.opened  # no longer asked on every request
 
 
 @pytest.mark.usefixtures("unreachable_redis_cache")
@@ -677,147 +675,72 @@ def test_with_redis_unreachable_requests_still_succeed_with_default_throttling(
 
     assert_ok(client.get(PROBE), page_of(own))
     local_verdicts.clear()
+    caches["local"].clear()  # another process
     assert_ok(client.get(PROBE), page_of(own))
 
     assert users_service.calls == 2
 
 
-# --- The verdict journal: what one process fetched, the others learn in batches ------------
-
-
-def journal_entries(server: redis.Redis, prefix: str) -> list[str]:
-    stream = f"{prefix}:1:{VerdictJournal.STREAM}"
-    return [fields[b"e"].decode() for _, fields in server.xrange(stream)]
-
-
-def as_another_process() -> None:
-    """Forget what this process learnt, as a process that has not served the caller yet."""
-    local_verdicts.clear()
-    verdict_journal.reset()
-
-
 @pytest.mark.usefixtures("no_throttling")
-def test_a_verdict_one_process_fetched_reaches_another_through_the_journal(
-    users_service: Any, redis_server: redis.Redis, redis_cache: str
+def test_redis_is_used_again_once_it_answers(
+    users_service: Any, redis_server: redis.Redis, redis_cache: str, monkeypatch: Any
 ) -> None:
-    own = ScoreFactory(user_id=USER_ID)
+    trip(redis_breaker)
     client = bearer_client(users_service.user(USER_ID))
-    assert_ok(client.get(PROBE), page_of(own))
-    [key] = redis_keys(redis_server, redis_cache)
-    redis_server.delete(key)  # so that only the journal can answer
-    as_another_process()
+    assert_ok(client.get(PROBE), EMPTY_PAGE)
+    assert redis_keys(redis_server, redis_cache) == []  # kept by the process meanwhile
 
-    assert_ok(client.get(PROBE), page_of(own))
+    after_pause(redis_breaker, monkeypatch)
+    local_verdicts.clear()
+    caches["local"].clear()
+    assert_ok(client.get(PROBE), EMPTY_PAGE)
 
-    assert users_service.calls == 1
+    assert redis_breaker.closed
+    assert len(redis_keys(redis_server, redis_cache)) == 1
+    assert users_service.calls == 2
+
+
+# --- Verdicts refreshed before they expire --------------------------------------------------
 
 
 @pytest.mark.usefixtures("no_throttling")
-def test_a_journal_entry_holds_the_hashed_key_and_the_verdict_never_the_token(
-    users_service: Any, redis_server: redis.Redis, redis_cache: str
+def test_a_verdict_used_past_its_refresh_point_is_refreshed_in_the_background(
+    users_service: Any,
 ) -> None:
-    token = users_service.user(ADMIN_ID, admin=True)
-    assert bearer_client(token).get(PROBE).status_code == 200
-    [key] = redis_keys(redis_server, redis_cache)
+    client = bearer_client(users_service.user(USER_ID))
+    assert_ok(client.get(PROBE), EMPTY_PAGE)
+    [key] = local_verdicts._entries
+    first = local_verdicts._entries[key]
+    assert first.expires_at - 60 < first.refresh_at < first.expires_at
+    local_verdicts.put(key, first._replace(refresh_at=time.time() - 1))
+    caches["default"].delete(key)
 
-    [entry] = journal_entries(redis_server, redis_cache)
+    assert_ok(client.get(PROBE), EMPTY_PAGE)  # answered with the verdict it has
 
-    digest, expires_at, user_id, admin = entry.split(" ")
-    assert (digest, user_id, admin) == (key.rsplit(":", 1)[1], str(ADMIN_ID), "1")
-    assert float(expires_at) == pytest.approx(time.time() + redis_server.ttl(key), abs=2)
-    assert token not in entry
+    deadline = time.monotonic() + 5
+    while users_service.calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert users_service.calls == 2
+    while (
+        local_verdicts._entries[key]
+        == first._replace(refresh_at=local_verdicts._entries[key].refresh_at)
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    assert local_verdicts._entries[key].expires_at > first.expires_at
 
 
-def test_a_rejected_verdict_reaches_another_process_too(
-    users_service: Any, redis_server: redis.Redis, redis_cache: str
-) -> None:
-    client = bearer_client("unknown-token")
+def test_a_verdict_is_never_used_past_its_lifetime(users_service: Any) -> None:
+    client = bearer_client(users_service.user(USER_ID))
+    assert_ok(client.get(PROBE), EMPTY_PAGE)
+    [key] = local_verdicts._entries
+    expired = Verdict(expires_at=time.time() - 0.001, refresh_at=time.time() - 1, user_id=USER_ID)
+    local_verdicts.put(key, expired)
+    caches["default"].set(key, tuple(expired))
+    users_service.tokens.clear()  # revoked meanwhile
+
     assert_unauthorized(client.get(PROBE), REJECTED)
-    [key] = redis_keys(redis_server, redis_cache)
-    redis_server.delete(key)
-    as_another_process()
-
-    assert_unauthorized(client.get(PROBE), REJECTED)
-
-    assert users_service.calls == 1
-
-
-def test_an_expired_journal_entry_is_not_learnt(redis_cache: str) -> None:
-    key = "evalsvc:verdict:" + "ab" * 32
-    verdict_journal.append(key, (time.time() - 1, USER_ID, False))
-    verdict_journal.append(key.replace("ab", "cd"), (time.time() + 60, USER_ID, False))
-    as_another_process()
-
-    verdict_journal.read_if_due()
-
-    assert list(local_verdicts._entries) == [key.replace("ab", "cd")]
-
-
-@pytest.mark.parametrize(
-    "entry",
-    [
-        "",
-        "ab" * 32,
-        "xy" * 32 + " 1.0",
-        "ab" * 31 + " 1.0",
-        "ab" * 32 + " soon",
-        "ab" * 32 + " inf",
-        "ab" * 32 + " nan 4 0",
-        "ab" * 32 + " 1.0 4",
-        "ab" * 32 + " 1.0 0 0",
-        "ab" * 32 + " 1.0 2147483648 0",
-        "ab" * 32 + " 1.0 4 yes",
-        "ab" * 32 + " 1.0 four 0",
-    ],
-)
-def test_what_is_not_a_journal_entry_is_ignored(entry: str) -> None:
-    assert VerdictJournal.parse(entry) is None
-
-
-DIGEST = "0123456789abcdef" * 4
-
-
-@pytest.mark.parametrize(
-    ("entry", "verdict"),
-    [
-        (f"{DIGEST} 1.5 4 0", (1.5, 4, False)),
-        (f"{DIGEST} 1.5 1 1", (1.5, 1, True)),
-        (f"{DIGEST} 2.5", (2.5,)),
-    ],
-)
-def test_journal_entries_are_parsed_back_into_verdicts(entry: str, verdict: tuple) -> None:
-    assert VerdictJournal.parse(entry) == ("evalsvc:verdict:" + DIGEST, verdict)
-
-
-def test_the_journal_is_read_at_most_once_an_interval(
-    redis_cache: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads: list[str] = []
-    real = caches["default"].journal_read
-
-    def counted(*args: Any) -> Any:
-        reads.append(args[1])
-        return real(*args)
-
-    monkeypatch.setattr(caches["default"], "journal_read", counted)
-    journal = VerdictJournal(interval=60, retry_after=60, max_entries=10)
-
-    journal.read_if_due()
-    journal.read_if_due()
-
-    assert len(reads) == 1
-
-
-@pytest.mark.usefixtures("unreachable_redis_cache")
-def test_an_unreachable_journal_is_retried_only_after_a_pause(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    journal = VerdictJournal(interval=1, retry_after=60, max_entries=10)
-
-    journal.read_if_due()
-    journal.read_if_due()
-
-    assert [record.message for record in caplog.records] == ["verdict journal unavailable"]
+    assert users_service.calls == 2
 
 
 # --- Staff and service accounts -------------------------------------------------------------

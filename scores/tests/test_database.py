@@ -1,6 +1,6 @@
-"""The PostgreSQL backend's health check: no round trip while the connection is idle and
-healthy; a connection the server closed is found unusable and replaced. Its C timestamp loader,
-and repeated statements prepared on the connection."""
+"""PostgreSQL connections: a connection the server closed is found unusable and replaced; every
+statement and lock wait has its deadline, and one that misses it is a 503; timestamps are read by
+the ISO loader as UTC datetimes; repeated statements are prepared on the connection."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection, connections
+from django.db import DataError, OperationalError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.test.utils import CaptureQueriesContext
 from psycopg import pq
 
-from scores.tests.conftest import USER_ID
+from scores.database import ISOTimestamptzLoader, database_breaker
+from scores.tests.conftest import USER_ID, after_pause, trip
 from scores.tests.factories import ScoreFactory
 
 pytestmark = [
@@ -41,26 +43,10 @@ def backend_pid(wrapper: BaseDatabaseWrapper) -> int:
         return int(cursor.fetchone()[0])
 
 
-def statements_run(pid: int) -> str:
-    """The last statement the backend ``pid`` ran (pg_stat_activity.query)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid])
-        return str(cursor.fetchone()[0])
-
-
 def wait_readable(wrapper: BaseDatabaseWrapper) -> None:
     deadline = time.monotonic() + 5
     while not select.select([wrapper.connection.fileno()], [], [], 0.05)[0]:
         assert time.monotonic() < deadline, "the server did not close the connection"
-
-
-def test_an_idle_healthy_connection_is_usable_without_a_query(fresh) -> None:
-    pid = backend_pid(fresh)
-    with fresh.cursor() as cursor:
-        cursor.execute("SELECT 'the last statement'")
-
-    assert fresh.is_usable() is True
-    assert statements_run(pid) == "SELECT 'the last statement'"  # no SELECT 1 since
 
 
 def test_a_connection_the_server_terminated_is_unusable_and_replaced(fresh) -> None:
@@ -76,31 +62,25 @@ def test_a_connection_the_server_terminated_is_unusable_and_replaced(fresh) -> N
     assert backend_pid(fresh) != pid
 
 
-def test_a_connection_with_a_message_waiting_is_checked_with_a_query(fresh) -> None:
-    pid = backend_pid(fresh)
+def test_timestamps_are_read_by_the_iso_loader_as_utc_datetimes(fresh) -> None:
     with fresh.cursor() as cursor:
-        cursor.execute("LISTEN evalsvc_test")
-    notifier = connections.create_connection("default")
-    try:
-        with notifier.cursor() as cursor:
-            cursor.execute("NOTIFY evalsvc_test")  # autocommit: delivered at once
-    finally:
-        notifier.close()
-    wait_readable(fresh)
-
-    assert fresh.is_usable() is True
-    assert statements_run(pid) == "SELECT 1"
-
-
-def test_timestamps_are_read_by_psycopgs_c_loader_as_utc_datetimes(fresh) -> None:
-    with fresh.cursor() as cursor:
-        cursor.execute("SELECT TIMESTAMPTZ '2026-11-26 12:34:56.789+02'")
-        [(value,)] = cursor.fetchall()
+        cursor.execute("SELECT TIMESTAMPTZ '2026-11-26 12:34:56.789+02', TIMESTAMPTZ '2026-11-26'")
+        [values] = cursor.fetchall()
         loader = cursor.cursor.adapters.get_loader(1184, pq.Format.TEXT)  # timestamptz
 
-    assert value == datetime(2026, 11, 26, 10, 34, 56, 789000, tzinfo=UTC)
-    assert value.tzinfo is UTC
-    assert loader.__module__ == "psycopg_binary._psycopg"
+    assert values == (
+        datetime(2026, 11, 26, 10, 34, 56, 789000, tzinfo=UTC),
+        datetime(2026, 11, 26, tzinfo=UTC),
+    )
+    assert {value.tzinfo for value in values} == {UTC}
+    assert loader is ISOTimestamptzLoader
+
+
+def test_a_timestamp_out_of_pythons_range_is_refused_as_psycopg_would(fresh) -> None:
+    with fresh.cursor() as cursor:
+        cursor.execute("SELECT TIMESTAMPTZ 'infinity'")
+        with pytest.raises(DataError, match="too large"):
+            cursor.fetchall()
 
 
 def test_a_server_side_cursor_reads_the_same_timestamps(fresh) -> None:
@@ -125,3 +105,69 @@ def test_a_read_repeated_on_a_connection_is_prepared_there(user, fresh) -> None:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [statement for (statement,) in cursor.fetchall()]
     assert [statement for statement in prepared if "FROM scores WHERE id = $1" in statement]
+
+
+# --- Deadlines --------------------------------------------------------------------------------
+
+
+def test_every_connection_has_the_statement_and_lock_deadlines(fresh, settings) -> None:
+    with fresh.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        [(statement,)] = cursor.fetchall()
+        cursor.execute("SHOW lock_timeout")
+        [(lock,)] = cursor.fetchall()
+
+    assert (statement, lock) == ("5s", "5s")
+    assert fresh.settings_dict["OPTIONS"]["connect_timeout"] == 3
+
+
+@pytest.fixture
+def locked_scores() -> Iterator[None]:
+    """Another session holds ``scores`` locked (as a long ALTER TABLE would)."""
+    locker = connections.create_connection("default")
+    locker.ensure_connection()
+    locker.connection.autocommit = False
+    locker.connection.execute("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
+    yield
+    locker.connection.rollback()
+    locker.close()
+
+
+@pytest.fixture
+def short_deadline() -> Iterator[None]:
+    """The request's connection waits 100 ms for a lock, as it would 5 s in production."""
+    connection.ensure_connection()
+    connection.connection.execute("SET lock_timeout = '100ms'")
+    yield
+    connection.connection.execute("RESET lock_timeout")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("locked_scores", "short_deadline")
+def test_a_lock_held_past_the_deadline_is_a_503_then_not_tried_for_a_while(user) -> None:
+    waits = [user.get("/scores/user") for _ in range(database_breaker._failure_threshold)]
+    with CaptureQueriesContext(connection) as queries:
+        refused = user.get("/scores/user")
+        alive = user.get("/health")
+
+    for response in [*waits, refused]:
+        assert (response.status_code, response.json()) == (
+            503,
+            {"detail": "The database is unavailable; retry later."},
+        )
+        assert 1 <= int(response["Retry-After"]) <= 5
+    assert database_breaker.opened
+    assert len(queries) == 0  # not asked while the breaker is open
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_is_asked_again_after_the_pause(user, monkeypatch) -> None:
+    trip(database_breaker, OperationalError("test: timed out"))
+    assert user.get("/scores/user").status_code == 503
+
+    after_pause(database_breaker, monkeypatch)
+    response = user.get("/scores/user")
+
+    assert (response.status_code, response.json()["results"]) == (200, [])
+    assert database_breaker.closed

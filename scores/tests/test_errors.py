@@ -133,7 +133,7 @@ def test_a_bug_is_a_json_500_and_is_logged(user, monkeypatch, caplog) -> None:
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("scores.views.score_for_caller", broken)
+    monkeypatch.setattr("scores.views.score_visible", broken)
     user.raise_request_exception = False
 
     response = user.get("/scores/1")
@@ -147,7 +147,7 @@ def test_a_database_outage_is_a_503_with_retry_after(user, monkeypatch) -> None:
     def down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr("scores.views.score_for_caller", down)
+    monkeypatch.setattr("scores.views.score_visible", down)
 
     response = user.get("/scores/1")
 
@@ -219,14 +219,14 @@ def test_the_ids_of_a_deleted_score_cannot_be_reused_by_update(admin, monkeypatc
         "/scores", {"user_id": 3, "exercise_id": 3, "correct": True}, format="json"
     )
     score_id = response.json()["id"]
-    real = selectors.score_for_caller
+    real = selectors.score_visible
 
     def then_delete(**kwargs):
         row = real(**kwargs)
         Score.objects.filter(id=score_id).delete()
         return row
 
-    monkeypatch.setattr("scores.views.score_for_caller", then_delete)
+    monkeypatch.setattr("scores.views.score_visible", then_delete)
 
     response = admin.put(f"/scores/{score_id}", {"correct": False}, format="json")
 

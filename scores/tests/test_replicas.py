@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 
 from scores.models import Score
-from scores.routers import PrimaryReplicaRouter, ReadYourWritesMiddleware
+from scores.replicas import PrimaryReplicaRouter, ReadYourWritesMiddleware
 
 router = PrimaryReplicaRouter()
 

@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
-from scores.clients import client_address
+from scores.client_address import client_address
 from scores.tests.conftest import USER_ID, UsersService, bearer_client
 from scores.tests.test_settings import BASE_DIR, production_env, run
 
@@ -414,7 +414,7 @@ def test_no_token_password_or_key_reaches_any_log(
     # A staff token: a read, a refused write, and a bug (a logged 500 with its traceback).
     assert grader.get("/scores").status_code == 200
     assert grader.post("/scores", {"exercise_id": 3}, format="json").status_code == 400
-    monkeypatch.setattr("scores.views.score_for_caller", _broken)
+    monkeypatch.setattr("scores.views.score_visible", _broken)
     grader.raise_request_exception = False
     assert grader.get("/scores/1").status_code == 500
     # The admin: a failed and a successful session login.

@@ -36,12 +36,16 @@ READ_BY_SETTINGS = (
     "TRUSTED_PROXY_COUNT",
     "ADMIN_LOGIN_FAILURE_LIMIT",
     "ADMIN_LOGIN_LOCKOUT_SECONDS",
+    "REDIS_TIMEOUT",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_CONNECT_TIMEOUT",
+    "SCORE_POLICY",
 )
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
 
 POSTGRES_URL = "postgres://scores:s3cret@db.internal:5433/scores_db"
 POSTGRES = {
-    "ENGINE": "evalsvc.postgres",
+    "ENGINE": "django.db.backends.postgresql",
     "NAME": "scores_db",
     "HOST": "db.internal",
     "PORT": 5433,
@@ -221,11 +225,9 @@ def test_the_deployment_checks_of_production_identify_no_issues_at_all(
         **extra,
     )
 
-    # The 5 silenced are the admin's, django-axes's and the CSRF check's look for their middleware
-    # in MIDDLEWARE: it is in SITE_MIDDLEWARE, which scores.checks checks instead.
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
-        "System check identified no issues (5 silenced).\n",
+        "System check identified no issues (0 silenced).\n",
         "",
     )
 
@@ -238,8 +240,8 @@ def test_the_deployment_checks_of_production_identify_no_issues_at_all(
         pytest.param(
             "redis://127.0.0.1:6379/3",
             {
-                "BACKEND": "scores.cache.RedisCache",
-                "LOCATION": "redis://127.0.0.1:6379/3",
+                "BACKEND": "scores.resilient_cache.FallbackCache",
+                "OPTIONS": {"SHARED": "redis", "LOCAL": "local"},
             },
             id="redis",
         ),
@@ -249,6 +251,26 @@ def test_cache_url_selects_the_cache_backend(cache_url: str | None, expected: di
     env = {} if cache_url is None else {"CACHE_URL": cache_url}
 
     assert settings_of("development", **env)["CACHE"] == expected
+
+
+def test_a_redis_cache_url_is_django_redis_with_the_redis_timeout_and_a_local_fallback() -> None:
+    result = run(
+        ["-c", "import json; from django.conf import settings; print(json.dumps(settings.CACHES))"],
+        DJANGO_SETTINGS_MODULE="evalsvc.settings.development",
+        CACHE_URL="redis://127.0.0.1:6379/3",
+        REDIS_TIMEOUT="0.5",
+    )
+    caches = json.loads(result.stdout)
+
+    assert caches["redis"] == {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/3",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    }
+    assert caches["local"] == {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "evalsvc-fallback",
+    }
 
 
 SETTINGS_IN_USE = (
@@ -287,6 +309,8 @@ def test_entry_points_default_the_settings_module_and_respect_an_explicit_one(
     assert json.loads(result.stdout) == [expected, expected]
 
 
+DEADLINES = {"connect_timeout": 3, "options": "-c statement_timeout=5000 -c lock_timeout=5000"}
+
 OPTIONS_PROBE = """
 import json
 from django.conf import settings
@@ -298,8 +322,10 @@ print(json.dumps(settings.DATABASES["default"].get("OPTIONS", {})))
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        pytest.param({}, {"server_side_binding": True, "prepare_threshold": 5}, id="default"),
-        pytest.param({"PREPARED_STATEMENTS": "false"}, {}, id="off-for-an-old-pgbouncer"),
+        pytest.param(
+            {}, {**DEADLINES, "server_side_binding": True, "prepare_threshold": 5}, id="default"
+        ),
+        pytest.param({"PREPARED_STATEMENTS": "false"}, DEADLINES, id="off-for-an-old-pgbouncer"),
     ],
 )
 def test_postgresql_statements_are_prepared_unless_turned_off(
