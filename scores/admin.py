@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, cast
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
@@ -36,8 +38,14 @@ from scores.selectors import (
 )
 from scores.services import Write, WriteMode, score_write
 from scores.validation import InvalidValue, parse_id_text
+from scores.writes import points_rules
 
 ATTEMPTS_SHOWN = 200
+NOT_APPLIED = {"latest": "no (older than the score)", "best": "no (not better than the score)"}
+POLICY_NAMES = {
+    "latest": "latest (a score is its newest attempt)",
+    "best": "best (a score is its best attempt)",
+}
 COUNT_CAP = 10_000  # the score list counts at most this many rows (plus one)
 STATS_PER_PAGE = 100
 
@@ -130,9 +138,41 @@ class ExerciseFilter(IdFilter):
 SEARCH_PREFIXES = {"user": "user_id", "exercise": "exercise_id"}
 
 
+class ScoreForm(forms.ModelForm):
+    """A staff edit: ``points`` and ``max_points`` follow the API's rules (both or neither,
+    points no more than max_points), each error under its field."""
+
+    class Meta:
+        model = Score
+        fields = ["user_id", "exercise_id", "correct", "points", "max_points"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        values = {
+            name: cleaned[name]
+            for name in ("points", "max_points", "correct")
+            if cleaned.get(name) is not None
+        }
+        errors: dict[str, list[str]] = {}
+        points_rules(values, errors, correct_required=False)
+        for name, messages_ in errors.items():
+            self.add_error(name, messages_)
+        return cleaned
+
+
 @admin.register(Score)
 class ScoreAdmin(admin.ModelAdmin):
-    list_display = ["id", "user_id", "exercise_id", "correct", "created_at", "updated_at"]
+    form = ScoreForm
+    list_display = [
+        "id",
+        "user_id",
+        "exercise_id",
+        "correct",
+        "points",
+        "max_points",
+        "created_at",
+        "updated_at",
+    ]
     list_filter = [
         "correct",
         UserFilter,
@@ -203,8 +243,9 @@ class ScoreAdmin(admin.ModelAdmin):
             (
                 (
                     row["attempted_at"],
-                    "correct" if row["correct"] else "incorrect",
-                    "yes" if row["applied"] else "no (older than the score)",
+                    ("correct" if row["correct"] else "incorrect")
+                    + ("" if row["points"] is None else f", {row['points']} / {row['max_points']}"),
+                    "yes" if row["applied"] else NOT_APPLIED[settings.SCORE_POLICY],
                     row["recorded_by"],
                     row["recorded_at"],
                     row["attempt_id"] or "",
@@ -219,9 +260,22 @@ class ScoreAdmin(admin.ModelAdmin):
             body,
         )
 
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        """The list, titled with the grading policy in force (``SCORE_POLICY``)."""
+        policy = POLICY_NAMES[settings.SCORE_POLICY]
+        return super().changelist_view(
+            request, {**(extra_context or {}), "subtitle": f"Grading policy: {policy}"}
+        )
+
     def save_model(self, request: HttpRequest, obj: Score, form: Any, change: bool) -> None:
         result = score_write(
-            write=Write(user_id=obj.user_id, exercise_id=obj.exercise_id, correct=obj.correct),
+            write=Write(
+                user_id=obj.user_id,
+                exercise_id=obj.exercise_id,
+                correct=obj.correct,
+                points=obj.points,
+                max_points=obj.max_points,
+            ),
             recorded_by=request.user.get_username(),
             mode=WriteMode.UPDATE if change else WriteMode.CREATE,
             correction=True,  # staff correct scores: under every policy their edit applies
@@ -276,6 +330,7 @@ class ScoreAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Exercise statistics",
+            "policy": POLICY_NAMES[settings.SCORE_POLICY],
             "page": page,
             "order": order,
             "orders": [(key, label) for key, (label, _) in self.STATS_ORDERS.items()],
@@ -283,6 +338,11 @@ class ScoreAdmin(admin.ModelAdmin):
                 {
                     **row,
                     "percent": f"{row['success_rate'] * 100:.1f}",
+                    "points_percent": (
+                        None
+                        if row["avg_points_ratio"] is None
+                        else f"{row['avg_points_ratio'] * 100:.1f}"
+                    ),
                     "attempted_width": f"{row['attempted'] / scale * 100:.2f}",
                     "correct_width": f"{row['correct'] / scale * 100:.2f}",
                 }

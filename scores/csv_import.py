@@ -3,7 +3,8 @@ rules (``scores.writes.parse_item``, the validation bulk items go through) befor
 written.
 
 The header names the columns, in any order: ``user_id``, ``exercise_id`` and ``correct`` are
-required, the other write fields optional (an empty value means absent). Values are text: ids
+required (``correct`` not with ``points`` and ``max_points``, which then give it), the other
+write fields optional (an empty value means absent). Values are text: ids
 are decimal integers from 1 to 2147483647, ``correct`` is ``true``, ``false``, ``1`` or ``0`` in
 any case. As in ``POST /scores/bulk``, a (user_id, exercise_id) pair may appear once, and an
 ``attempt_id`` once per user: a repeat is an invalid row naming the first.
@@ -15,13 +16,23 @@ import csv
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
-from scores.writes import ITEM_FIELDS, ITEM_OPTIONAL, ItemChecks, Write, WriteInvalid, parse_item
+from scores.writes import (
+    DERIVED,
+    ITEM_FIELDS,
+    ITEM_OPTIONAL,
+    POINTS_PAIR,
+    ItemChecks,
+    Write,
+    WriteInvalid,
+    parse_item,
+)
 
 if TYPE_CHECKING:
     from _csv import Reader
 
 REQUIRED_COLUMNS = ITEM_FIELDS
 OPTIONAL_COLUMNS = ITEM_OPTIONAL
+WITHOUT_CORRECT = POINTS_PAIR  # correct may be left out when these columns give it
 HEADER_HELP = f"{','.join(REQUIRED_COLUMNS)}[,{'][,'.join(OPTIONAL_COLUMNS)}] (any order)"
 REPEATED = {
     "non_field_errors": "same user_id and exercise_id as {first}",
@@ -51,7 +62,10 @@ def header_columns(header: list[str] | None) -> list[str]:
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise BadFile(f"column(s) {', '.join(repeated)} appear more than once in the header")
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    required: tuple[str, ...] = REQUIRED_COLUMNS
+    if all(name in header for name in WITHOUT_CORRECT):
+        required = tuple(name for name in REQUIRED_COLUMNS if name not in DERIVED)
+    missing = [name for name in required if name not in header]
     if missing:
         raise BadFile(
             f"missing column(s) {', '.join(missing)} in the header; expected {HEADER_HELP}"

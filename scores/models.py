@@ -9,9 +9,17 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from scores.validation import MAX_ID
+from scores.validation import MAX_ID, MAX_POINTS
 
 __all__ = ["MAX_ID", "STATS_SHARDS", "Attempt", "ExerciseStats", "Score"]
+
+# Points and max_points both null, or 0 <= points <= max_points and 0 < max_points <= 1,000,000.
+POINTS_VALID = models.Q(points__isnull=True, max_points__isnull=True) | models.Q(
+    points__gte=0,
+    max_points__gt=0,
+    max_points__lte=MAX_POINTS,
+    points__lte=models.F("max_points"),
+)
 
 
 class Score(models.Model):
@@ -36,6 +44,9 @@ class Score(models.Model):
     attempts_to_correct = models.IntegerField(
         null=True, blank=True, help_text="Applied attempts up to the first correct one."
     )
+    # Partial credit of the kept attempt (both null when it had none).
+    points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    max_points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
 
     class Meta:
         db_table = "scores"
@@ -55,6 +66,7 @@ class Score(models.Model):
             models.CheckConstraint(
                 condition=models.Q(attempts__gt=0), name="scores_attempts_positive"
             ),
+            models.CheckConstraint(condition=POINTS_VALID, name="scores_points_valid"),
         ]
         indexes = [
             # ?exercise_id= lists (and the admin's search): the rows of one exercise already in
@@ -74,7 +86,7 @@ STATS_SHARDS = 16
 
 class ExerciseStats(models.Model):
     """Per-exercise counters, maintained by database triggers on ``scores`` in the statement that
-    changes a score (see migration 0002), so reading the statistics never scans ``scores``.
+    changes a score (``scores.triggers``), so reading the statistics never scans ``scores``.
 
     Each exercise's counters are split over ``STATS_SHARDS`` rows (``shard = user_id % 16``):
     concurrent writers of different users rarely touch the same row, so the counters do not
@@ -89,6 +101,10 @@ class ExerciseStats(models.Model):
     first_try_correct = models.BigIntegerField(default=0)  # users whose first attempt was
     solved = models.BigIntegerField(default=0)  # users with a correct attempt so far
     attempts_to_correct = models.BigIntegerField(default=0)  # their attempts up to it, summed
+    scored = models.BigIntegerField(default=0)  # users whose score has points
+    points_ratio_sum = models.DecimalField(  # their points / max_points, summed
+        max_digits=38, decimal_places=20, default=0
+    )
 
     class Meta:
         db_table = "exercise_stats"
@@ -117,6 +133,8 @@ class Attempt(models.Model):
     attempt_id = models.UUIDField(null=True, blank=True)
     applied = models.BooleanField()
     created_score = models.BooleanField(help_text="This attempt created the score.")
+    points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    max_points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
 
     class Meta:
         db_table = "score_attempts"
@@ -128,6 +146,7 @@ class Attempt(models.Model):
                 condition=models.Q(attempt_id__isnull=False),
                 name="attempts_user_attempt_id_uniq",
             ),
+            models.CheckConstraint(condition=POINTS_VALID, name="attempts_points_valid"),
         ]
         indexes = [
             # A score's attempts, oldest first (the attempts endpoints and the admin inline).

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
-from django.db import connections, router
+from django.db import connections, models, router
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -18,7 +18,7 @@ from scores.callers import Caller
 from scores.models import Attempt, ExerciseStats, Score
 from scores.permissions import may_see_user
 from scores.statements import SCORE_FIELDS
-from scores.validation import MAX_PK
+from scores.validation import CENT, MAX_PK
 
 
 class ScoreRow(TypedDict):
@@ -30,6 +30,8 @@ class ScoreRow(TypedDict):
     updated_at: datetime
     attempts: int
     first_correct_at: datetime | None
+    points: Decimal | None
+    max_points: Decimal | None
 
 
 def scores_visible_to(caller: Caller) -> QuerySet[Score, dict[str, Any]]:
@@ -56,19 +58,34 @@ def _as_datetime(value: Any) -> datetime:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
+def _as_decimal(value: Any) -> Decimal:
+    """A stored amount of points as an exact decimal (SQLite hands a raw cursor a float)."""
+    return value if isinstance(value, Decimal) else Decimal(repr(value)).quantize(CENT)
+
+
+def _reader(field: models.Field[Any, Any]) -> Any:
+    """How a raw cursor's value of ``field`` becomes the API's, None kept as None."""
+    if isinstance(field, models.DateTimeField):
+        return _as_datetime
+    if isinstance(field, models.DecimalField):
+        return _as_decimal
+    if isinstance(field, models.BooleanField):
+        return bool
+    return None
+
+
+_READERS = [_reader(Score._meta.get_field(name)) for name in SCORE_FIELDS]  # type: ignore[arg-type]
+
+
 def score_row(values: Sequence[Any]) -> ScoreRow:
     """A score from a raw cursor's row of ``SCORE_FIELDS``."""
-    id_, user_id, exercise_id, correct, created_at, updated_at, attempts, first_correct_at = values
-    return {
-        "id": id_,
-        "user_id": user_id,
-        "exercise_id": exercise_id,
-        "correct": bool(correct),
-        "created_at": _as_datetime(created_at),
-        "updated_at": _as_datetime(updated_at),
-        "attempts": attempts,
-        "first_correct_at": None if first_correct_at is None else _as_datetime(first_correct_at),
-    }
+    return cast(
+        ScoreRow,
+        {
+            name: value if value is None or read is None else read(value)
+            for name, value, read in zip(SCORE_FIELDS, values, _READERS, strict=True)
+        },
+    )
 
 
 # One-row lookups are on every hot path (get one, by exercise, update): plain SQL over the
@@ -120,6 +137,8 @@ ATTEMPT_FIELDS = (
     "recorded_by",
     "attempt_id",
     "applied",
+    "points",
+    "max_points",
 )
 
 
@@ -138,9 +157,14 @@ def attempt_of_user(user_id: int, attempt_id: uuid.UUID) -> dict[str, Any] | Non
 
 
 def user_summary(*, user_id: int) -> dict[str, Any]:
-    """Progress of one user: a scan of their rows through the (user_id, exercise_id) index."""
+    """Progress of one user: a scan of their rows through the (user_id, exercise_id) index.
+    ``points`` and ``max_points`` are summed over their scores that have points (0 if none)."""
     totals = Score.objects.filter(user_id=user_id).aggregate(
-        attempted=Count("id"), correct=Count("id", filter=Q(correct=True)), last=Max("updated_at")
+        attempted=Count("id"),
+        correct=Count("id", filter=Q(correct=True)),
+        last=Max("updated_at"),
+        points_sum=Sum("points"),
+        max_points_sum=Sum("max_points", filter=Q(points__isnull=False)),
     )
     return {
         "user_id": user_id,
@@ -148,6 +172,8 @@ def user_summary(*, user_id: int) -> dict[str, Any]:
         "correct": totals["correct"],
         "incorrect": totals["attempted"] - totals["correct"],
         "last_updated_at": totals["last"],
+        "points": _as_decimal(totals["points_sum"] or 0),
+        "max_points": _as_decimal(totals["max_points_sum"] or 0),
     }
 
 
@@ -164,6 +190,8 @@ def exercise_stats() -> QuerySet[ExerciseStats, dict[str, Any]]:
             first_try_correct=Sum("first_try_correct"),
             solved=Sum("solved"),
             attempts_to_correct=Sum("attempts_to_correct"),
+            scored_sum=Sum("scored"),
+            points_ratio=Sum("points_ratio_sum"),
         )
         .filter(attempted__gt=0)
     )
@@ -187,7 +215,7 @@ def exercise_stats_totals() -> dict[str, int]:
     }
 
 
-def ratio(numerator: int, denominator: int) -> float:
+def ratio(numerator: int | Decimal, denominator: int) -> float:
     """numerator / denominator rounded to 4 places, halves up (1/32 is 0.0313)."""
     exact = Decimal(numerator) / Decimal(denominator)
     return float(exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
@@ -195,8 +223,10 @@ def ratio(numerator: int, denominator: int) -> float:
 
 def with_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The API's statistics from ``exercise_stats`` rows: ``success_rate`` = correct /
-    attempted and ``avg_attempts_to_correct`` = mean applied attempts up to the first correct
-    one, among users who got it right (null if nobody did), both rounded to 4 places."""
+    attempted, ``avg_attempts_to_correct`` = mean applied attempts up to the first correct
+    one, among users who got it right (null if nobody did), and ``avg_points_ratio`` = mean of
+    points / max_points over the scores that have points (null if none), all rounded to 4
+    places."""
     return [
         {
             "exercise_id": row["exercise_id"],
@@ -207,12 +237,24 @@ def with_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "avg_attempts_to_correct": (
                 ratio(row["attempts_to_correct"], row["solved"]) if row["solved"] else None
             ),
+            "avg_points_ratio": (
+                ratio(row["points_ratio"], row["scored_sum"]) if row["scored_sum"] else None
+            ),
         }
         for row in rows
     ]
 
 
-EXPORT_FIELDS = ("id", "user_id", "exercise_id", "correct", "created_at", "updated_at")
+EXPORT_FIELDS = (
+    "id",
+    "user_id",
+    "exercise_id",
+    "correct",
+    "created_at",
+    "updated_at",
+    "points",
+    "max_points",
+)
 EXPORT_BATCH = 5000
 
 

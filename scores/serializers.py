@@ -13,7 +13,14 @@ from typing import Any
 from rest_framework import serializers
 
 from scores.validation import MAX_ID
-from scores.writes import BULK_MAX, WRITE_FIELDS, WriteInvalid, parse_bulk, parse_fields
+from scores.writes import (
+    BULK_MAX,
+    DERIVED,
+    WRITE_FIELDS,
+    WriteInvalid,
+    parse_bulk,
+    parse_fields,
+)
 
 
 def write_field(name: str, *, required: bool, help_text: str | None = None) -> serializers.Field:
@@ -31,19 +38,41 @@ def write_field(name: str, *, required: bool, help_text: str | None = None) -> s
         return serializers.DateTimeField(**options)
     if kind == ("string", "uuid"):
         return serializers.UUIDField(**options)
+    if kind == ("number", None):
+        return serializers.DecimalField(
+            max_digits=9, decimal_places=2, coerce_to_string=False, **options
+        )
     raise ValueError(f"no schema mapping for {name}: {spec.schema}")  # pragma: no cover
 
 
+CORRECT_HELP = (
+    "Whether the attempt was right (true/false, or 0/1). Required unless points and max_points "
+    "are given; then it defaults to points == max_points."
+)
+
+
+def result_fields() -> dict[str, serializers.Field]:
+    """``correct``, ``points`` and ``max_points``, the result of a write."""
+    return {
+        "correct": write_field("correct", required=False, help_text=CORRECT_HELP),
+        "points": write_field("points", required=False),
+        "max_points": write_field("max_points", required=False),
+    }
+
+
 class WriteSerializer(serializers.Serializer):
-    """A write body: its declared fields, read by ``scores.writes.parse_fields``."""
+    """A write body: its declared fields, read by ``scores.writes.parse_fields`` (a derived
+    field, ``correct``, is declared optional for the schema and required there unless the
+    other fields give it)."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
-        fields = self.fields.values()
+        required = [name for name, field in self.fields.items() if field.required]
+        required += [name for name in DERIVED if name in self.fields]
         try:
             return parse_fields(
                 data,
-                required=[str(field.field_name) for field in fields if field.required],
-                optional=[str(field.field_name) for field in fields if not field.required],
+                required=required,
+                optional=[name for name, _ in self.fields.items() if name not in required],
             )
         except WriteInvalid as exc:
             raise serializers.ValidationError(exc.errors) from exc
@@ -53,7 +82,7 @@ class ScoreWriteSerializer(WriteSerializer):
     """Body of ``POST /scores`` and ``PATCH /scores``."""
 
     exercise_id = write_field("exercise_id", required=True)
-    correct = write_field("correct", required=True)
+    correct, points, max_points = result_fields().values()
     user_id = write_field("user_id", required=False)
     attempted_at = write_field("attempted_at", required=False)
     attempt_id = write_field("attempt_id", required=False)
@@ -62,7 +91,7 @@ class ScoreWriteSerializer(WriteSerializer):
 class ScoreCorrectSerializer(WriteSerializer):
     """Body of ``PUT /scores/user/{exercise_id}``."""
 
-    correct = write_field("correct", required=True)
+    correct, points, max_points = result_fields().values()
     user_id = write_field(
         "user_id",
         required=False,
@@ -76,7 +105,7 @@ class ScoreUpdateSerializer(WriteSerializer):
     """Body of ``PUT``/``PATCH /scores/{id}``: only ``correct`` changes; the ids may be repeated
     but not changed."""
 
-    correct = write_field("correct", required=True)
+    correct, points, max_points = result_fields().values()
     user_id = write_field(
         "user_id", required=False, help_text="If given, must be the score's own user_id."
     )
@@ -90,7 +119,7 @@ class ScoreUpdateSerializer(WriteSerializer):
 class BulkItemSerializer(WriteSerializer):
     user_id = write_field("user_id", required=True, help_text="Whose score.")
     exercise_id = write_field("exercise_id", required=True)
-    correct = write_field("correct", required=True)
+    correct, points, max_points = result_fields().values()
     attempted_at = write_field("attempted_at", required=False)
     attempt_id = write_field("attempt_id", required=False)
 
@@ -127,6 +156,17 @@ class ScoreSerializer(serializers.Serializer):
     first_correct_at = serializers.DateTimeField(
         read_only=True, allow_null=True, help_text="attempted_at of the first correct attempt."
     )
+    points = serializers.DecimalField(
+        max_digits=9,
+        decimal_places=2,
+        coerce_to_string=False,
+        read_only=True,
+        allow_null=True,
+        help_text="Points of the kept attempt (null if it had none).",
+    )
+    max_points = serializers.DecimalField(
+        max_digits=9, decimal_places=2, coerce_to_string=False, read_only=True, allow_null=True
+    )
 
 
 class AttemptSerializer(serializers.Serializer):
@@ -142,6 +182,12 @@ class AttemptSerializer(serializers.Serializer):
     recorded_by = serializers.CharField(help_text="The user id, or the staff account's username.")
     attempt_id = serializers.UUIDField(allow_null=True)
     applied = serializers.BooleanField(help_text="False: did not apply to the score.")
+    points = serializers.DecimalField(
+        max_digits=9, decimal_places=2, coerce_to_string=False, allow_null=True
+    )
+    max_points = serializers.DecimalField(
+        max_digits=9, decimal_places=2, coerce_to_string=False, allow_null=True
+    )
 
 
 class BulkResultSerializer(serializers.Serializer):
@@ -155,6 +201,18 @@ class SummarySerializer(serializers.Serializer):
     correct = serializers.IntegerField()
     incorrect = serializers.IntegerField()
     last_updated_at = serializers.DateTimeField(allow_null=True)
+    points = serializers.DecimalField(
+        max_digits=15,
+        decimal_places=2,
+        coerce_to_string=False,
+        help_text="Sum of points over the user's scores that have points (0 if none).",
+    )
+    max_points = serializers.DecimalField(
+        max_digits=15,
+        decimal_places=2,
+        coerce_to_string=False,
+        help_text="Sum of max_points over the same scores (0 if none).",
+    )
 
 
 class ExerciseStatsSerializer(serializers.Serializer):
@@ -167,6 +225,11 @@ class ExerciseStatsSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Mean applied attempts up to the first correct one, among users who got it "
         "right (null if nobody did), rounded to 4 places.",
+    )
+    avg_points_ratio = serializers.FloatField(
+        allow_null=True,
+        help_text="Mean of points / max_points over the exercise's scores that have points "
+        "(null if none), rounded to 4 places.",
     )
 
 

@@ -46,6 +46,8 @@ SCORE_FIELDS = (
     "updated_at",
     "attempts",
     "first_correct_at",
+    "points",
+    "max_points",
 )
 IDENTITY = ("user_id", "exercise_id")  # the ON CONFLICT target: never changed by a write
 
@@ -78,10 +80,29 @@ SCORE_COLUMNS = (
     ),
 )
 
-# When an attempt applies to an existing score, over ``scores`` and ``{new.<column>}``.
+# How much better the attempt is than the score's kept attempt: its sign. By the ratio
+# points / max_points when both have points (compared exactly, in hundredths), else by correct.
+_HUNDREDTHS = "CAST(round({x} * 100) AS BIGINT)"
+_BETTER = (
+    "CASE WHEN {new.points} IS NOT NULL AND scores.points IS NOT NULL THEN sign("
+    + _HUNDREDTHS.format(x="{new.points}")
+    + " * "
+    + _HUNDREDTHS.format(x="scores.max_points")
+    + " - "
+    + _HUNDREDTHS.format(x="scores.points")
+    + " * "
+    + _HUNDREDTHS.format(x="{new.max_points}")
+    + ") ELSE CAST({new.correct} AS INTEGER) - CAST(scores.correct AS INTEGER) END"
+)
+
+# When an attempt applies to an existing score (SCORE_POLICY), over ``scores`` and
+# ``{new.<column>}``; the attempt's attempted_at is ``{new.last_attempted_at}``.
 POLICIES = {
     # The newest attempt by attempted_at is the score; an equal time is not older: it applies.
     "latest": "scores.last_attempted_at <= {new.last_attempted_at}",
+    # The best attempt is the score: a better one applies whatever its time, an equally good
+    # one if it is not older.
+    "best": f"({_BETTER}, {{new.last_attempted_at}}) >= (0, scores.last_attempted_at)",
 }
 ALWAYS = "true"  # a privileged correction applies under every policy
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -187,14 +187,39 @@ def parse_attempted_at(value: Any) -> datetime:
     return moment
 
 
-# --- text -----------------------------------------------------------------------------------
+# --- points -----------------------------------------------------------------------------------
+
+MAX_POINTS = Decimal(1_000_000)
+POINTS_INVALID = "Must be a number with at most 2 decimal places."
+POINTS_OUT_OF_RANGE = f"Must be from 0 to {MAX_POINTS:,}."
+_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,20})?", re.ASCII)
 
 
-def parse_decimal_text(text: str) -> Decimal:
-    """A decimal number written in plain notation (CSV cells): digits, one optional point."""
-    if not re.fullmatch(r"-?[0-9]{1,12}(?:\.[0-9]{1,12})?", text, re.ASCII):
-        raise InvalidValue("Must be a number.")
-    try:
-        return Decimal(text)
-    except InvalidOperation as exc:  # pragma: no cover - the pattern admits only numbers
-        raise InvalidValue("Must be a number.") from exc
+def parse_points(value: Any) -> Decimal:
+    """Points from JSON: a number (not a string, not a boolean) with at most 2 decimal places,
+    from 0 to 1,000,000, as an exact ``Decimal`` (a JSON parser's float is read back from its
+    shortest representation, which is the number as written)."""
+    if type(value) not in (int, float, Decimal):
+        raise InvalidValue(POINTS_INVALID)
+    return _points(Decimal(repr(value)) if type(value) is float else Decimal(value))
+
+
+def parse_points_text(text: str) -> Decimal:
+    """Points written in plain decimal notation (a CSV cell): ``7``, ``7.5``, ``7.25``."""
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise InvalidValue(POINTS_INVALID)
+    return _points(Decimal(text))
+
+
+def _points(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise InvalidValue(POINTS_INVALID)
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or (exponent < -2 and value != value.quantize(CENT)):
+        raise InvalidValue(POINTS_INVALID)
+    if not 0 <= value <= MAX_POINTS:
+        raise InvalidValue(POINTS_OUT_OF_RANGE)
+    return abs(value).quantize(CENT)  # abs: -0 is 0
+
+
+CENT = Decimal("0.01")

@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from scores.callers import Caller, caller_of
-from scores.csv_export import csv_chunks
+from scores.csv_export import CSV_HEADER, csv_chunks
 from scores.exceptions import Conflict, DatabaseUnavailable, json_error
 from scores.filters import ExerciseStatsFilter, ScoreFilter
 from scores.models import Score
@@ -217,6 +217,8 @@ class ScoreViewSet(viewsets.GenericViewSet):
             correct=data["correct"],
             attempt_id=data.get("attempt_id"),
             attempted_at=data.get("attempted_at"),
+            points=data.get("points"),
+            max_points=data.get("max_points"),
         )
         try:
             result = score_write(
@@ -408,7 +410,8 @@ class ScoreViewSet(viewsets.GenericViewSet):
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
-                description="Header id,user_id,exercise_id,correct,created_at,updated_at.",
+                description=f"Header {CSV_HEADER.strip()}; points and max_points are empty "
+                "for a score without them.",
             ),
             **error_responses(400, 403),
         },

@@ -3,9 +3,11 @@ JSON or from text, and the rules between them. Every path that writes a score re
 here: the API's bodies (through ``scores.serializers``), bulk items, CSV rows
 (``scores.csv_import``) and the admin's form.
 
-``WRITE_FIELDS`` is the description; ``parse_write`` reads one body or row with it, collecting
-every problem under its field's name; ``ItemChecks`` refuses what may appear only once in a
-batch (a (user, exercise) pair, an attempt id of one user).
+``WRITE_FIELDS`` is the description; ``parse_fields`` reads one body or row with it,
+collecting every problem under its field's name, then applies the rules between fields
+(``points`` and ``max_points`` together, ``correct`` derived from them when left out);
+``ItemChecks`` refuses what may appear only once in a batch (a (user, exercise) pair, an
+attempt id of one user).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from scores.validation import (
+    MAX_POINTS,
     NULL,
     REQUIRED,
     InvalidValue,
@@ -25,6 +29,8 @@ from scores.validation import (
     parse_bool_text,
     parse_id,
     parse_id_text,
+    parse_points,
+    parse_points_text,
     parse_uuid,
     parse_uuid_text,
 )
@@ -34,24 +40,28 @@ BULK_MAX = 1000
 
 @dataclass(frozen=True)
 class Write:
-    """One attempt at a score, validated: whose, which exercise, the result, and its history
-    fields (``attempt_id``, ``attempted_at``: None when the client left them out)."""
+    """One attempt at a score, validated: whose, which exercise, the result (``correct``, and
+    ``points`` of ``max_points`` or neither), and its history fields (``attempt_id``,
+    ``attempted_at``: None when the client left them out)."""
 
     user_id: int
     exercise_id: int
     correct: bool
     attempt_id: uuid.UUID | None = None
     attempted_at: datetime | None = None
+    points: Decimal | None = None
+    max_points: Decimal | None = None
 
     def differences(self, recorded: Mapping[str, Any]) -> list[str]:
         """The fields in which this write differs from the logged attempt with its
-        ``attempt_id`` (a field the client left out differs from nothing)."""
+        ``attempt_id`` (``attempted_at`` left out differs from nothing: it defaulted to the
+        moment of the first write)."""
         return [
             spec.name
             for spec in WRITE_FIELDS.values()
-            if spec.compared
-            and (value := getattr(self, spec.name)) is not None
-            and value != recorded[spec.name]
+            if spec.compared != "never"
+            and not (spec.compared == "if_given" and getattr(self, spec.name) is None)
+            and getattr(self, spec.name) != recorded[spec.name]
         ]
 
 
@@ -60,8 +70,9 @@ class WriteField:
     """One field of a score write.
 
     ``parse`` reads it from a JSON value and ``parse_text`` from text (a CSV cell); both raise
-    ``InvalidValue``. ``compared``: a replay with the same ``attempt_id`` must repeat it.
-    ``schema`` and ``help`` describe it in the OpenAPI schema.
+    ``InvalidValue``. ``compared``: whether a replay with the same ``attempt_id`` must repeat
+    it (``if_given``: only when given). ``schema`` and ``help`` describe it in the OpenAPI
+    schema.
     """
 
     name: str
@@ -69,7 +80,7 @@ class WriteField:
     parse_text: Callable[[str], Any]
     schema: dict[str, Any]
     help: str = ""
-    compared: bool = True
+    compared: Literal["always", "if_given", "never"] = "always"
     example: Any = None
 
 
@@ -100,9 +111,10 @@ WRITE_FIELDS: dict[str, WriteField] = {
             parse_attempted_at,
             parse_attempted_at,
             {"type": "string", "format": "date-time"},
-            "When the attempt happened, ISO 8601 (default: now; at most 5 minutes ahead). An "
-            "attempt older than the score's latest applied one is logged with applied=false "
-            "and leaves the score unchanged.",
+            "When the attempt happened, ISO 8601 (default: now; at most 5 minutes ahead). Under "
+            "the latest policy, an attempt older than the score's latest applied one is logged "
+            "with applied=false and leaves the score unchanged.",
+            compared="if_given",
             example="2026-11-26T14:24:20Z",
         ),
         WriteField(
@@ -113,11 +125,30 @@ WRITE_FIELDS: dict[str, WriteField] = {
             "Client-chosen UUID, scoped to the score's user: a retry with the same id and "
             "content is answered as the first write was and changes nothing; other content "
             "is a 409.",
-            compared=False,
+            compared="never",
             example="3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b",
+        ),
+        WriteField(
+            "points",
+            parse_points,
+            parse_points_text,
+            {"type": "number", "minimum": 0, "maximum": MAX_POINTS, "multipleOf": 0.01},
+            "Points scored, at most 2 decimal places, 0 to max_points; with max_points or "
+            "not at all. With them, correct may be left out: it is then points == max_points.",
+            example=7,
+        ),
+        WriteField(
+            "max_points",
+            parse_points,
+            parse_points_text,
+            {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_POINTS, "multipleOf": 0.01},
+            "Points available, more than 0, at most 1,000,000, at most 2 decimal places.",
+            example=10,
         ),
     )
 }
+POINTS_PAIR = ("points", "max_points")
+DERIVED = ("correct",)  # required, unless the rules between fields give it
 
 
 class WriteInvalid(ValueError):
@@ -156,7 +187,7 @@ def parse_fields(
         raw = data.get(name)
         if raw is None or (text and raw == ""):
             if name not in data or text:
-                if is_required:
+                if is_required and name != "correct":
                     errors[name] = [REQUIRED]
             else:
                 errors[name] = [NULL]
@@ -165,13 +196,37 @@ def parse_fields(
             values[name] = (spec.parse_text if text else spec.parse)(raw)
         except InvalidValue as exc:
             errors[name] = [str(exc)]
+    points_rules(values, errors, correct_required="correct" in required)
     if errors:
         raise WriteInvalid(errors)
     return values
 
 
+def points_rules(
+    values: dict[str, Any], errors: dict[str, list[str]], *, correct_required: bool
+) -> None:
+    """The rules between fields: ``points`` and ``max_points`` both or neither, ``points`` no
+    more than ``max_points``, ``max_points`` more than 0; ``correct``, when required and left
+    out, is ``points == max_points``."""
+    given = [name for name in POINTS_PAIR if name in values]
+    if len(given) == 1:
+        other = POINTS_PAIR[1 - POINTS_PAIR.index(given[0])]
+        errors.setdefault(other, [f"Required with {given[0]}."])
+    elif given:
+        points, max_points = values["points"], values["max_points"]
+        if max_points == 0:
+            errors.setdefault("max_points", ["Must be more than 0."])
+        elif points > max_points:
+            errors.setdefault("points", ["Must not be more than max_points."])
+    if correct_required and "correct" not in values and "correct" not in errors:
+        if len(given) == 2:
+            values["correct"] = values["points"] == values["max_points"]
+        elif not any(name in errors for name in POINTS_PAIR):
+            errors["correct"] = [REQUIRED]
+
+
 ITEM_FIELDS = ("user_id", "exercise_id", "correct")
-ITEM_OPTIONAL = ("attempted_at", "attempt_id")
+ITEM_OPTIONAL = ("attempted_at", "attempt_id", *POINTS_PAIR)
 
 
 def parse_item(data: Any, *, text: bool = False) -> Write:

@@ -12,8 +12,14 @@ COLUMNS = "score_attempts (user_id, attempt_id) WHERE attempt_id IS NOT NULL"
 
 
 def create_index(apps, schema_editor):
-    concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(f"CREATE UNIQUE INDEX{concurrently} IF NOT EXISTS {INDEX} ON {COLUMNS}")
+    if schema_editor.connection.vendor != "postgresql":
+        schema_editor.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {INDEX} ON {COLUMNS}")
+        return
+    schema_editor.execute("SET statement_timeout = 0")  # the build reads the whole log
+    # A build interrupted by a failure leaves an invalid index, which IF NOT EXISTS would keep.
+    schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
+    schema_editor.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {INDEX} ON {COLUMNS}")
+    schema_editor.execute("RESET statement_timeout")
 
 
 def drop_index(apps, schema_editor):

@@ -24,6 +24,8 @@ def score_json(score: Score) -> dict[str, Any]:
         "updated_at": iso(score.updated_at),
         "attempts": score.attempts,
         "first_correct_at": None if score.first_correct_at is None else iso(score.first_correct_at),
+        "points": None if score.points is None else float(score.points),
+        "max_points": None if score.max_points is None else float(score.max_points),
     }
 
 

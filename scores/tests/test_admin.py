@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 LIST = "/admin/scores/score/"
 STATS = "/admin/scores/score/statistics/"
-HEADER = "id,user_id,exercise_id,correct,created_at,updated_at\n"
+HEADER = "id,user_id,exercise_id,correct,created_at,updated_at,points,max_points\n"
 
 
 def at(*parts: int) -> datetime:
@@ -314,7 +314,7 @@ def csv_line(score: Score) -> str:
     score.refresh_from_db()
     return (
         f"{score.id},{score.user_id},{score.exercise_id},{'true' if score.correct else 'false'},"
-        f"{iso(score.created_at)},{iso(score.updated_at)}\n"
+        f"{iso(score.created_at)},{iso(score.updated_at)},,\n"
     )
 
 
@@ -382,6 +382,8 @@ STATS_ROWS = {
         "success_rate": 0.75,
         "first_try_correct": 3,
         "avg_attempts_to_correct": 1.0,
+        "avg_points_ratio": None,
+        "points_percent": None,
         "percent": "75.0",
         "attempted_width": "100.00",
         "correct_width": "75.00",
@@ -393,6 +395,8 @@ STATS_ROWS = {
         "success_rate": 0.0,
         "first_try_correct": 0,
         "avg_attempts_to_correct": None,
+        "avg_points_ratio": None,
+        "points_percent": None,
         "percent": "0.0",
         "attempted_width": "50.00",
         "correct_width": "0.00",
@@ -404,6 +408,8 @@ STATS_ROWS = {
         "success_rate": 1.0,
         "first_try_correct": 0,
         "avg_attempts_to_correct": 2.0,
+        "avg_points_ratio": None,
+        "points_percent": None,
         "percent": "100.0",
         "attempted_width": "25.00",
         "correct_width": "25.00",
@@ -455,6 +461,7 @@ def test_statistics_draws_each_exercise_as_a_bar(staffer, graded) -> None:
         ("Scores (user and exercise pairs)", "7"),
         ("Correct scores", "4"),
         ("Success rate", "57.1 %"),
+        ("Grading policy", "latest (a score is its newest attempt)"),
     ]
     assert (
         "<script"

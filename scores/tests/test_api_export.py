@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -21,7 +22,7 @@ from scores.tests.helpers import iso
 
 pytestmark = pytest.mark.django_db
 
-HEADER = "id,user_id,exercise_id,correct,created_at,updated_at\n"
+HEADER = "id,user_id,exercise_id,correct,created_at,updated_at,points,max_points\n"
 URL = "/scores/export.csv"
 
 
@@ -35,8 +36,13 @@ def csv_line(score: Score) -> str:
     verdict = "true" if score.correct else "false"
     return (
         f"{score.id},{score.user_id},{score.exercise_id},{verdict},"
-        f"{iso(score.created_at)},{iso(score.updated_at)}\n"
+        f"{iso(score.created_at)},{iso(score.updated_at)},{points(score.points)},"
+        f"{points(score.max_points)}\n"
     )
+
+
+def points(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def at(*parts: int) -> datetime:
@@ -68,10 +74,9 @@ def test_export_gives_privileged_callers_every_score_as_csv(caller, request, row
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="scores.csv"'
     assert csv_text(response) == (
-        "id,user_id,exercise_id,correct,created_at,updated_at\n"
-        f"{first},4,3,true,2026-01-02T03:04:05.123456Z,2026-01-02T03:04:05.123456Z\n"
-        f"{second},5,3,false,2026-02-01T00:00:00Z,2026-03-01T10:00:00.000001Z\n"
-        f"{third},4,7,false,2026-02-02T00:00:00Z,2026-04-30T23:59:59.999999Z\n"
+        HEADER + f"{first},4,3,true,2026-01-02T03:04:05.123456Z,2026-01-02T03:04:05.123456Z,,\n"
+        f"{second},5,3,false,2026-02-01T00:00:00Z,2026-03-01T10:00:00.000001Z,,\n"
+        f"{third},4,7,false,2026-02-02T00:00:00Z,2026-04-30T23:59:59.999999Z,,\n"
     )
 
 
@@ -222,7 +227,7 @@ def bulk_scores(count: int) -> list[Score]:
 def expected_csv(scores: list[Score]) -> str:
     return HEADER + "".join(
         f"{s.id},{s.user_id},{s.exercise_id},{'true' if s.correct else 'false'},"
-        f"{iso(s.created_at)},{iso(s.updated_at)}\n"
+        f"{iso(s.created_at)},{iso(s.updated_at)},,\n"
         for s in scores
     )
 

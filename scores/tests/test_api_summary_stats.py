@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, FloatField, Q, Sum
+from django.db.models.functions import Cast
 from rest_framework.test import APIClient
 
 from scores.models import MAX_ID, Score
@@ -27,13 +28,22 @@ PRIVILEGED = ["admin", "staff"]
 # --- GET /scores/summary -------------------------------------------------------------------
 
 
-def summary(user_id: int, attempted: int, correct: int, last: str | None) -> dict[str, Any]:
+def summary(
+    user_id: int,
+    attempted: int,
+    correct: int,
+    last: str | None,
+    points: float = 0,
+    max_points: float = 0,
+) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "attempted": attempted,
         "correct": correct,
         "incorrect": attempted - correct,
         "last_updated_at": last,
+        "points": points,
+        "max_points": max_points,
     }
 
 
@@ -180,9 +190,9 @@ def test_summary_costs_one_query_once_the_token_verdict_is_cached(
 # --- GET /scores/stats/exercises -----------------------------------------------------------
 
 
-def rate(numerator: int, denominator: int) -> float:
+def rate(numerator: float, denominator: int) -> float:
     """Rounded to 4 places, an exact half up (as documented; not Python's round-half-even)."""
-    exact = Decimal(numerator) / Decimal(denominator)
+    exact = Decimal(repr(numerator)) / Decimal(denominator)
     return float(exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
 
 
@@ -197,6 +207,8 @@ def truth() -> list[dict[str, Any]]:
             n_first_try=Count("id", filter=Q(first_attempt_correct=True)),
             n_solved=Count("attempts_to_correct"),
             to_correct=Sum("attempts_to_correct"),
+            n_scored=Count("points"),
+            ratio_sum=Sum(Cast("points", FloatField()) / Cast("max_points", FloatField())),
         )
     )
     return [
@@ -209,13 +221,21 @@ def truth() -> list[dict[str, Any]]:
             "avg_attempts_to_correct": (
                 rate(row["to_correct"], row["n_solved"]) if row["n_solved"] else None
             ),
+            "avg_points_ratio": (
+                rate(row["ratio_sum"], row["n_scored"]) if row["n_scored"] else None
+            ),
         }
         for row in rows
     ]
 
 
 def stat(
-    exercise_id: int, attempted: int, correct: int, first_try: int, avg: float | None
+    exercise_id: int,
+    attempted: int,
+    correct: int,
+    first_try: int,
+    avg: float | None,
+    points_ratio: float | None = None,
 ) -> dict[str, Any]:
     """One row of ``/scores/stats/exercises``."""
     return {
@@ -225,6 +245,7 @@ def stat(
         "success_rate": rate(correct, attempted),
         "first_try_correct": first_try,
         "avg_attempts_to_correct": avg,
+        "avg_points_ratio": points_ratio,
     }
 
 
@@ -264,6 +285,7 @@ EXERCISES = [
         "success_rate": 0.3333,
         "first_try_correct": 1,
         "avg_attempts_to_correct": 2.0,
+        "avg_points_ratio": None,
     },
     {
         "exercise_id": 5,
@@ -272,6 +294,7 @@ EXERCISES = [
         "success_rate": 1.0,
         "first_try_correct": 1,
         "avg_attempts_to_correct": 1.5,
+        "avg_points_ratio": None,
     },
     {
         "exercise_id": 8,
@@ -280,6 +303,7 @@ EXERCISES = [
         "success_rate": 0.0,
         "first_try_correct": 0,
         "avg_attempts_to_correct": None,
+        "avg_points_ratio": None,
     },
     {
         "exercise_id": 12,
@@ -288,6 +312,7 @@ EXERCISES = [
         "success_rate": 0.6667,
         "first_try_correct": 1,
         "avg_attempts_to_correct": 1.5,
+        "avg_points_ratio": None,
     },
 ]
 
@@ -341,6 +366,7 @@ def test_stats_success_rate_is_rounded_to_4_places(user, correct, attempted, exp
                 "success_rate": expected,
                 "first_try_correct": correct,  # one attempt each
                 "avg_attempts_to_correct": 1.0 if correct else None,
+                "avg_points_ratio": None,
             }
         ]
     )

@@ -26,7 +26,7 @@ from scores.tests.helpers import iso
 
 pytestmark = pytest.mark.django_db
 
-HEADER = "id,user_id,exercise_id,correct,created_at,updated_at\n"
+HEADER = "id,user_id,exercise_id,correct,created_at,updated_at,points,max_points\n"
 A1 = uuid.UUID("3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b")
 A2 = uuid.UUID("0d7e6c2a-1b3f-4e5d-8a9b-c0d1e2f3a4b5")
 
@@ -365,7 +365,9 @@ def test_import_of_an_unreadable_file_is_a_one_line_error(tmp_path, text, messag
     with pytest.raises(CommandError) as raised:
         run("import_scores", path)
 
-    header = "user_id,exercise_id,correct[,attempted_at][,attempt_id] (any order)"
+    header = (
+        "user_id,exercise_id,correct[,attempted_at][,attempt_id][,points][,max_points] (any order)"
+    )
     assert str(raised.value) == f"{path}: " + message.format(h=header)
     assert stored() == []
 
@@ -426,7 +428,7 @@ def test_import_stops_at_a_conflicting_attempt_id_naming_its_line(tmp_path) -> N
 def expected_csv() -> str:
     return HEADER + "".join(
         f"{s.id},{s.user_id},{s.exercise_id},{'true' if s.correct else 'false'},"
-        f"{iso(s.created_at)},{iso(s.updated_at)}\n"
+        f"{iso(s.created_at)},{iso(s.updated_at)},,\n"
         for s in Score.objects.order_by("id")
     )
 

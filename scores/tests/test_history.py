@@ -47,6 +47,8 @@ def attempt_json(attempt: Attempt) -> dict:
         "recorded_by": attempt.recorded_by,
         "attempt_id": None if attempt.attempt_id is None else str(attempt.attempt_id),
         "applied": attempt.applied,
+        "points": None if attempt.points is None else float(attempt.points),
+        "max_points": None if attempt.max_points is None else float(attempt.max_points),
     }
 
 
@@ -149,6 +151,7 @@ def test_stats_count_first_try_successes_and_average_attempts_to_correct(admin, 
             "success_rate": 0.6667,
             "first_try_correct": 1,
             "avg_attempts_to_correct": 2.0,
+            "avg_points_ratio": None,
         }
     ]
 

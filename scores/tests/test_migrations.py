@@ -32,6 +32,9 @@ COLUMNS = [
     ("first_attempt_correct", "boolean", "NO", "false", "NO"),
     ("first_correct_at", "timestamp with time zone", "YES", None, "NO"),
     ("last_attempted_at", "timestamp with time zone", "NO", "statement_timestamp()", "NO"),
+    # partial credit (migration 0005): nullable, no default (added without a rewrite)
+    ("points", "numeric", "YES", None, "NO"),
+    ("max_points", "numeric", "YES", None, "NO"),
 ]
 
 CONSTRAINTS = {
@@ -41,6 +44,12 @@ CONSTRAINTS = {
     "scores_user_id_positive": ("c", "CHECK ((user_id > 0))"),
     "scores_exercise_id_positive": ("c", "CHECK ((exercise_id > 0))"),
     "scores_attempts_positive": ("c", "CHECK ((attempts > 0))"),
+    "scores_points_valid": (
+        "c",
+        "CHECK ((((points IS NULL) AND (max_points IS NULL)) OR ((points >= (0)::numeric) AND "
+        "(max_points > (0)::numeric) AND (max_points <= (1000000)::numeric) AND "
+        "(points <= max_points))))",
+    ),
 }
 
 INDEXES = {
