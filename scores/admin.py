@@ -36,11 +36,12 @@ from scores.selectors import (
     scores_for_export,
     with_rates,
 )
-from scores.services import Write, WriteMode, score_write
+from scores.services import Write, WriteMode, score_delete, score_write, scores_delete_by_ids
 from scores.validation import InvalidValue, parse_id_text
 from scores.writes import points_rules
 
 ATTEMPTS_SHOWN = 200
+DELETE_BATCH = 1000  # scores deleted per statement by "delete selected"
 NOT_APPLIED = {"latest": "no (older than the score)", "best": "no (not better than the score)"}
 POLICY_NAMES = {
     "latest": "latest (a score is its newest attempt)",
@@ -282,6 +283,16 @@ class ScoreAdmin(admin.ModelAdmin):
         )
         for field, value in result.score.items():
             setattr(obj, field, value)
+
+    def delete_model(self, request: HttpRequest, obj: Score) -> None:
+        score_delete(score_id=obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Score]) -> None:
+        """ "Delete selected scores": through the write service, so that each deletion is an
+        event too."""
+        ids = list(queryset.values_list("id", flat=True))
+        for start in range(0, len(ids), DELETE_BATCH):
+            scores_delete_by_ids(ids=ids[start : start + DELETE_BATCH])
 
     @admin.action(description="Export selected scores as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Score]) -> StreamingHttpResponse:

@@ -156,3 +156,45 @@ class Attempt(models.Model):
     def __str__(self) -> str:
         verdict = "correct" if self.correct else "incorrect"
         return f"attempt {self.id} on score {self.score_id}: {verdict}"
+
+
+class ScoreEvent(models.Model):
+    """The outbox: one row per applied change of a score, appended in the statement (or the
+    transaction) that makes the change, so that the two commit together or not at all.
+
+    ``sequence`` is given later, in commit order, by ``scores.events.sequence_events`` (an
+    event's id is taken when it is inserted, which is not the order its transaction commits).
+    The score columns hold the score as ``GET /scores/{id}`` showed it after the change; a
+    deleted score's event has only its ids.
+    """
+
+    TYPES = ("score.created", "score.updated", "score.deleted")
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, help_text="The CloudEvents id.")
+    sequence = models.BigIntegerField(null=True, blank=True, unique=True)
+    type = models.CharField(max_length=16, choices=[(t, t) for t in TYPES])
+    time = models.DateTimeField()
+    score_id = models.BigIntegerField()
+    user_id = models.IntegerField()
+    exercise_id = models.IntegerField()
+    correct = models.BooleanField(null=True, blank=True)
+    created_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.IntegerField(null=True, blank=True)
+    first_correct_at = models.DateTimeField(null=True, blank=True)
+    points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    max_points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+
+    class Meta:
+        db_table = "score_events"
+        indexes = [
+            # The events still to be numbered (few: the sequencer numbers them every moment).
+            models.Index(
+                fields=["id"], condition=models.Q(sequence__isnull=True), name="events_unsequenced"
+            ),
+            models.Index(fields=["time"], name="events_time_idx"),  # retention
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} of score {self.score_id} (#{self.sequence})"

@@ -14,27 +14,33 @@ the statements of ``scores.statements``.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from scores.models import Attempt, Score
+from scores.models import Attempt
 from scores.selectors import ScoreRow, score_by_id, score_row
 from scores.statements import (
     ALWAYS,
+    DELETED_FIELDS,
     WriteMode,
     attempts_json,
     current_statement,
+    delete_statement,
+    events_json,
     log_statement,
     score_statement,
+    sqlite_events_statement,
 )
-from scores.telemetry import SCORE_WRITES
+from scores.telemetry import EVENTS_APPENDED, SCORE_WRITES
 from scores.writes import WRITE_FIELDS, Write
 
 __all__ = [
@@ -94,6 +100,7 @@ class BulkWrite:
     created: int
     updated: int
     not_applied: int = 0  # of ``updated``: did not apply, only logged
+    applied: int = 0  # items that changed a score (created or updated it)
 
 
 _ATTEMPTS = 3  # a concurrent replay's unique-key violation is answered by reading again
@@ -121,6 +128,8 @@ def score_write(
     policy = ALWAYS if correction else settings.SCORE_POLICY
     result = _write_retrying(write, recorded_by, mode, policy)
     SCORE_WRITES.labels(result.outcome).inc()
+    if result.applied and not result.replayed:
+        EVENTS_APPENDED.inc()
     return result
 
 
@@ -178,6 +187,14 @@ def _execute(
     with connection.cursor() as cursor:
         cursor.execute(score_statement(vendor, mode, policy, log=one_statement), params)
         applied = {(row[1], row[2]): (score_row(row[:-1]), bool(row[-1])) for row in cursor}
+        if vendor != "postgresql":
+            _append_events(
+                [
+                    (score, "score.created" if created else "score.updated")
+                    for score, created in applied.values()
+                ],
+                now,
+            )
         if one_statement and applied:
             return list(applied.values()), []
         current: list[ScoreRow] = []
@@ -262,6 +279,7 @@ def scores_upsert_many(*, writes: Sequence[Write], recorded_by: str) -> BulkWrit
     SCORE_WRITES.labels("created").inc(result.created)
     SCORE_WRITES.labels("updated").inc(result.updated - result.not_applied)
     SCORE_WRITES.labels("not_applied").inc(result.not_applied)
+    EVENTS_APPENDED.inc(result.applied)
     return result
 
 
@@ -293,10 +311,56 @@ def _write_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
     applied, _ = _execute(todo, recorded_by, WriteMode.UPSERT, settings.SCORE_POLICY)
     created = sum(1 for _, was_created in applied if was_created)
     not_applied = len(todo) - len(applied)
-    return BulkWrite(created=created, updated=len(writes) - created, not_applied=not_applied)
+    return BulkWrite(
+        created=created,
+        updated=len(writes) - created,
+        not_applied=not_applied,
+        applied=len(applied),
+    )
+
+
+def scores_delete(*, where: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Delete the scores matching ``where`` (SQL over ``scores`` with named ``params``) and
+    append their ``score.deleted`` events, atomically; the deleted scores' ids."""
+    vendor = connection.vendor
+    now = timezone.now()
+    statement = delete_statement(vendor, where)
+    sql_params = {**params, "now": connection.ops.adapt_datetimefield_value(now)}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement, sql_params)
+        deleted = [dict(zip(DELETED_FIELDS, row, strict=True)) for row in cursor]
+        if vendor != "postgresql":
+            _append_events([(row, "score.deleted") for row in deleted], now)
+    EVENTS_APPENDED.inc(len(deleted))
+    return deleted
 
 
 def score_delete(*, score_id: int) -> bool:
-    """Delete one score (its attempt log stays); True if it existed."""
-    deleted, _ = Score.objects.filter(id=score_id).delete()
-    return deleted > 0
+    """Delete one score and append its ``score.deleted`` event (its attempt log stays);
+    True if it existed."""
+    return bool(scores_delete(where="id = %(score_id)s", params={"score_id": score_id}))
+
+
+def scores_delete_by_ids(*, ids: Sequence[int]) -> int:
+    """Delete the scores with these ids and append their events; how many there were."""
+    value: list[int] | str
+    if connection.vendor == "postgresql":
+        where, value = "id = ANY(%(ids)s)", list(ids)
+    else:
+        where, value = "id IN (SELECT value FROM json_each(%(ids)s))", json.dumps(list(ids))
+    return len(scores_delete(where=where, params={"ids": value}))
+
+
+def _append_events(changes: Sequence[tuple[Mapping[str, Any], str]], now: datetime) -> None:
+    """SQLite: the outbox rows the PostgreSQL statements append themselves, in the caller's
+    transaction, in one statement. Each change is (the score's fields, the event type)."""
+    if not changes:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sqlite_events_statement(),
+            {
+                "events": events_json([(dict(score), kind) for score, kind in changes], connection),
+                "now": connection.ops.adapt_datetimefield_value(now),
+            },
+        )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ from typing import Any, cast
 from django.db import connection, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from scores.models import Attempt, Score
+from scores.models import Attempt, Score, ScoreEvent
 from scores.writes import WRITE_FIELDS, Write
 
 # The score as the API shows it, in this order (selectors read the same columns).
@@ -50,6 +51,8 @@ SCORE_FIELDS = (
     "max_points",
 )
 IDENTITY = ("user_id", "exercise_id")  # the ON CONFLICT target: never changed by a write
+# An event carries the score as the API shows it, its id as score_id (scores.models.ScoreEvent).
+EVENT_FIELDS = {name: "score_id" if name == "id" else name for name in SCORE_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -201,14 +204,75 @@ def score_statement(vendor: str, mode: WriteMode, policy: str, *, log: bool) -> 
             f"ON CONFLICT (user_id, exercise_id) {on_conflict} "
             f"RETURNING {_returning(vendor, mode)}"
         )
-    if not log:
-        return statement
-    log_applied = _log("applied.id", "true", "applied.created")
+    if vendor != "postgresql":
+        return statement  # SQLite: the log rows and events in statements of their own
+    logged = ""
+    if log:
+        log_applied = _log("applied.id", "true", "applied.created")
+        logged = (
+            f", logged AS ({log_applied} "
+            f"FROM {_input(vendor)} JOIN applied USING (user_id, exercise_id))"
+        )
+    change = "CASE WHEN applied.created THEN 'score.created' ELSE 'score.updated' END"
     return (
-        f"WITH applied AS ({statement}), logged AS ({log_applied} "
-        f"FROM {_input(vendor)} JOIN applied USING (user_id, exercise_id)) "
+        f"WITH applied AS ({statement}){logged}, evented AS ({event_insert('applied', change)}) "
         f"SELECT {', '.join(SCORE_FIELDS)}, created FROM applied"
     )
+
+
+def event_insert(source: str, type_sql: str, fields: tuple[str, ...] = SCORE_FIELDS) -> str:
+    """PostgreSQL: append to the outbox one event per row of ``source`` (a CTE returning the
+    score's ``fields``), of type ``type_sql``, at the parameter ``now``."""
+    columns = ", ".join(EVENT_FIELDS[name] for name in fields)
+    values = ", ".join(f"{source}.{name}" for name in fields)
+    return (
+        f"INSERT INTO score_events (event_id, type, time, {columns}) "
+        f"SELECT gen_random_uuid(), {type_sql}, %(now)s, {values} FROM {source}"
+    )
+
+
+@functools.cache
+def sqlite_events_statement() -> str:
+    """SQLite: append the events of the ``events`` parameter (a JSON array of objects with
+    ``event_id``, ``type`` and the score's fields) at ``now``."""
+    names = ("event_id", "type", *EVENT_FIELDS.values())
+    return (
+        f"INSERT INTO score_events ({', '.join(names)}, time) SELECT "
+        + ", ".join(f"json_extract(value, '$.{name}')" for name in names)
+        + ", %(now)s FROM json_each(%(events)s)"
+    )
+
+
+def events_json(changes: Iterable[tuple[dict[str, Any], str]], db: BaseDatabaseWrapper) -> str:
+    """The ``events`` parameter of ``sqlite_events_statement``: each (score's fields, type)."""
+    rows = []
+    for score, event_type in changes:
+        row: dict[str, Any] = {"event_id": uuid.uuid4().hex, "type": event_type}
+        for name, value in score.items():
+            column = EVENT_FIELDS[name]
+            row[column] = _event_field(column).get_db_prep_value(value, db)
+        rows.append(row)
+    return json.dumps(rows, default=_json_default, separators=(",", ":"))
+
+
+def _event_field(name: str) -> models.Field[Any, Any]:
+    return cast("models.Field[Any, Any]", ScoreEvent._meta.get_field(name))
+
+
+DELETED_FIELDS = ("id", "user_id", "exercise_id")
+
+
+@functools.cache
+def delete_statement(vendor: str, where: str) -> str:
+    """Delete the scores matching ``where`` (over ``scores``, with its own named parameters),
+    returning ``DELETED_FIELDS``; on PostgreSQL the same statement appends their
+    ``score.deleted`` events."""
+    fields = ", ".join(DELETED_FIELDS)
+    statement = f"DELETE FROM scores WHERE {where} RETURNING {fields}"
+    if vendor != "postgresql":
+        return statement
+    evented = event_insert("deleted", "'score.deleted'", DELETED_FIELDS)
+    return f"WITH deleted AS ({statement}), evented AS ({evented}) SELECT {fields} FROM deleted"
 
 
 def _log(score_id: str, applied: str, created: str) -> str:

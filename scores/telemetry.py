@@ -51,6 +51,9 @@ SCORE_WRITES = Counter(
     "Attempts written through the write service, by outcome.",
     ["outcome"],  # created, updated, not_applied, replayed
 )
+EVENTS_APPENDED = Counter(
+    "evalsvc_events_appended_total", "Score events appended to the outbox (applied changes)."
+)
 USERS_SERVICE_CALLS = Counter(
     "evalsvc_users_service_calls_total",
     "Calls to the users service's /auth/status, by outcome.",

@@ -585,16 +585,16 @@ def test_query_budget_of_list_retrieve_and_upsert(user, mine, django_assert_max_
         assert user.get("/scores").status_code == 200
     with django_assert_max_num_queries(1):
         assert user.get(f"/scores/{mine.id}").status_code == 200
-    # The write: the upsert and its attempt-log row (one statement on PostgreSQL), in a
-    # savepoint, as the test itself runs in a transaction.
-    with django_assert_max_num_queries(4) as write:
+    # The write: the upsert, its event and its attempt-log row (one statement on PostgreSQL),
+    # in a savepoint, as the test itself runs in a transaction.
+    with django_assert_max_num_queries(5) as write:
         response = user.patch("/scores", {"exercise_id": 7, "correct": True}, format="json")
         assert response.status_code == 200
     statements = [query["sql"].split()[0] for query in write.captured_queries]
     if connection.vendor == "postgresql":
         assert statements == ["SAVEPOINT", "WITH", "RELEASE"]
     else:
-        assert statements == ["SAVEPOINT", "INSERT", "INSERT", "RELEASE"]
+        assert statements == ["SAVEPOINT", "INSERT", "INSERT", "INSERT", "RELEASE"]
 
 
 @pytest.mark.django_db(transaction=True)

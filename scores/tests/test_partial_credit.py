@@ -5,6 +5,7 @@ policy")."""
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import threading
 import uuid
@@ -360,6 +361,10 @@ def better(attempt: dict[str, Any], than: dict[str, Any] | None) -> bool:
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrency is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_attempts_in_random_order_leave_the_best_and_log_each_rightly(settings):
+    """160 graded attempts (random points of random maxima, random times, random order) sent
+    by 8 threads at once: the score keeps the best (highest ratio, then the latest), each
+    attempt is logged once with the applied its writer was answered, and the applied ones,
+    in the order the score's row lock let them through, each beat the one kept before."""
     settings.SCORE_POLICY = "best"
     rng = random.Random(20261130)
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -367,29 +372,29 @@ def test_concurrent_attempts_in_random_order_leave_the_best_and_log_each_rightly
     for _ in range(160):
         max_points = Decimal(rng.choice([10, 20, 3, 7]))
         points = Decimal(rng.randint(0, int(max_points) * 100)) / 100
-        with_points = rng.random() < 0.8
         attempts.append(
             Write(
                 user_id=9,
                 exercise_id=9,
-                correct=points == max_points if with_points else rng.random() < 0.3,
-                points=points if with_points else None,
-                max_points=max_points if with_points else None,
+                correct=points == max_points,
+                points=points,
+                max_points=max_points,
                 attempted_at=start + timedelta(minutes=rng.randint(0, 50)),
                 attempt_id=uuid.uuid4(),
             )
         )
     rng.shuffle(attempts)
-    batches = [attempts[i::8] for i in range(8)]
+    answered: dict[uuid.UUID, bool] = {}
 
     def send(batch: list[Write]) -> None:
         try:
             for one in batch:
-                score_write(write=one, recorded_by="grader")
+                assert one.attempt_id is not None
+                answered[one.attempt_id] = score_write(write=one, recorded_by="grader").applied
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    threads = [threading.Thread(target=send, args=(attempts[i::8],)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -397,28 +402,26 @@ def test_concurrent_attempts_in_random_order_leave_the_best_and_log_each_rightly
 
     log = list(
         Attempt.objects.order_by("id").values(
-            "correct", "points", "max_points", "attempted_at", "applied"
+            "attempt_id", "correct", "points", "max_points", "attempted_at", "applied"
         )
     )
-    assert len(log) == len(attempts)
-    kept_attempt = None
-    for entry in log:  # the order the score's row lock let them through
-        assert entry["applied"] == better(entry, kept_attempt), entry
-        if entry["applied"]:
-            kept_attempt = entry
+    assert len(log) == len(attempts) == len(answered)
+    assert {entry["attempt_id"]: entry["applied"] for entry in log} == answered
+    applied = [entry for entry in log if entry["applied"]]  # logged with their decision
+    for before, after in itertools.pairwise(applied):
+        assert better(after, before), (before, after)
+    best = max(log, key=lambda e: (e["points"] / e["max_points"], e["attempted_at"]))
     score = Score.objects.get()
-    assert kept_attempt is not None
-    assert (score.correct, score.points, score.max_points, score.last_attempted_at) == (
-        kept_attempt["correct"],
-        kept_attempt["points"],
-        kept_attempt["max_points"],
-        kept_attempt["attempted_at"],
+    assert (score.points / score.max_points, score.last_attempted_at) == (
+        best["points"] / best["max_points"],
+        best["attempted_at"],
     )
-    assert score.attempts == sum(entry["applied"] for entry in log)
-    # and none of the attempts is better than the one kept
-    assert not [
-        entry for entry in log if better(entry, kept_attempt) and not better(kept_attempt, entry)
-    ]
+    assert (score.correct, score.points, score.max_points) == (
+        applied[-1]["correct"],
+        applied[-1]["points"],
+        applied[-1]["max_points"],
+    )
+    assert score.attempts == len(applied)
 
 
 # --- Summary and statistics ------------------------------------------------------------------
