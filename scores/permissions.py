@@ -57,6 +57,17 @@ class IsPrivilegedForAction(BasePermission):
         return caller_of(request).privileged
 
 
+class IsPrivileged(BasePermission):
+    """Privileged callers only (the events feed, webhook subscriptions, erasure)."""
+
+    message = "Only privileged callers may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not hasattr(view, (request.method or "").lower()):
+            return True  # a method the view does not have: a 405 whoever asks, as elsewhere
+        return caller_of(request).privileged
+
+
 class MayWriteScores(BasePermission):
     """Non-privileged callers write scores only while ``SCORES_SELF_REPORT`` is on; otherwise
     every write of theirs is a 403 (only the grader, a privileged caller, writes). The view's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from scores.validation import MAX_ID
@@ -252,3 +253,35 @@ class PingSerializer(serializers.Serializer):
 
 class StatusSerializer(serializers.Serializer):
     status = serializers.CharField()
+
+
+# Events are CloudEvents, whose "source" and "data" members a Serializer class cannot declare
+# (they are Serializer attributes): their schema is built with drf-spectacular's helper.
+EventSerializer = inline_serializer(
+    name="Event",
+    fields={
+        "specversion": serializers.CharField(help_text="1.0"),
+        "id": serializers.UUIDField(help_text="Unique per event: consumers deduplicate by it."),
+        "source": serializers.CharField(help_text="evalsvc"),
+        "type": serializers.ChoiceField(
+            choices=["score.created", "score.updated", "score.deleted"]
+        ),
+        "time": serializers.DateTimeField(help_text="When the change was made."),
+        "subject": serializers.CharField(help_text="users/<user_id>/exercises/<exercise_id>"),
+        "datacontenttype": serializers.CharField(help_text="application/json"),
+        "sequence": serializers.IntegerField(
+            help_text="Strictly increasing in commit order across all events."
+        ),
+        "data": ScoreSerializer(
+            help_text="The score as GET /scores/{id} shows it after the change; for "
+            "score.deleted only id, user_id and exercise_id."
+        ),
+    },
+)
+
+
+class EventPageSerializer(serializers.Serializer):
+    results = serializers.ListField(child=EventSerializer)
+    next_after = serializers.IntegerField(
+        help_text="The last sequence returned, or the given one when none: pass it as after."
+    )

@@ -36,6 +36,7 @@ def optional_slash(route: str) -> str:
 urlpatterns = [
     re_path(optional_slash("scores/ping"), views.PingView.as_view(), name="ping"),
     *router.urls,
+    re_path(optional_slash("events"), views.EventsView.as_view(), name="events"),
     re_path(optional_slash("health"), views.HealthView.as_view(), name="health"),
     re_path(optional_slash("ready"), views.ReadyView.as_view(), name="ready"),
     re_path(optional_slash("schema"), views.SchemaView.as_view(), name="schema"),

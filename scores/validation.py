@@ -93,6 +93,20 @@ def parse_pk_text(text: str) -> int | None:
     return value if 0 < value <= MAX_PK else None
 
 
+def parse_range_text(text: str, *, low: int, high: int) -> int:
+    """An integer from ``low`` to ``high`` written as ASCII digits."""
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        raise InvalidValue(f"Must be an integer from {low} to {high}.")
+    return int(text)
+
+
+def parse_seconds_text(text: str, *, maximum: int) -> float:
+    """A number of seconds from 0 to ``maximum`` (``2`` or ``2.5``)."""
+    if not re.fullmatch(r"[0-9]{1,6}(?:\.[0-9]{1,6})?", text, re.ASCII) or float(text) > maximum:
+        raise InvalidValue(f"Must be a number of seconds from 0 to {maximum}.")
+    return float(text)
+
+
 def parse_count_text(text: str, *, maximum: int) -> int:
     """A positive count (``page_size``, ``limit``) as ASCII digits, capped at ``maximum``."""
     if not _DIGITS.fullmatch(text) or int(text) < 1:

@@ -3,6 +3,7 @@ selectors (reads, visibility) and services (writes); they decide no rule themsel
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.db import connection, router
@@ -10,7 +11,12 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import csrf
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -22,11 +28,12 @@ from rest_framework.views import APIView
 
 from scores.callers import Caller, caller_of
 from scores.csv_export import CSV_HEADER, csv_chunks
+from scores.events import as_cloudevents, wait_for_events
 from scores.exceptions import Conflict, DatabaseUnavailable, json_error
 from scores.filters import ExerciseStatsFilter, ScoreFilter
 from scores.models import Score
 from scores.pagination import AttemptCursorPagination, ExerciseCursorPagination, IdCursorPagination
-from scores.permissions import action_of, target_user_id
+from scores.permissions import IsPrivileged, IsScoresCaller, action_of, target_user_id
 from scores.schema import (
     EXERCISE_ID_PATH,
     SCORE_ID_PATH,
@@ -51,6 +58,7 @@ from scores.serializers import (
     AttemptSerializer,
     BulkResultSerializer,
     BulkSerializer,
+    EventPageSerializer,
     ExerciseStatsSerializer,
     PingSerializer,
     ScoreCorrectSerializer,
@@ -70,9 +78,18 @@ from scores.services import (
     score_write,
     scores_upsert_many,
 )
-from scores.validation import InvalidValue, parse_path_id, parse_pk_text
+from scores.validation import (
+    MAX_PK,
+    InvalidValue,
+    parse_path_id,
+    parse_pk_text,
+    parse_range_text,
+    parse_seconds_text,
+)
 
 NO_SUCH_SCORE = "No such score."
+EVENTS_MAX = 1000  # events per page
+WAIT_MAX = 30  # seconds a long poll may wait
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -425,6 +442,61 @@ class ScoreViewSet(viewsets.GenericViewSet):
         response = StreamingHttpResponse(csv_chunks(rows), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="scores.csv"'
         return response
+
+
+def query_value(request: Request, name: str, parse: Any, default: Any) -> Any:
+    """A query parameter read by ``parse`` (a 400 naming it if it refuses), or ``default``."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except InvalidValue as exc:
+        raise exceptions.ValidationError({name: [str(exc)]}) from exc
+
+
+class EventsView(APIView):
+    """The events feed: score changes as CloudEvents, in commit order."""
+
+    permission_classes = [IsScoresCaller, IsPrivileged]
+
+    @extend_schema(
+        operation_id="events_list",
+        summary="Score events after a sequence number, oldest first (privileged callers)",
+        parameters=[
+            OpenApiParameter(
+                "after",
+                {"type": "integer", "minimum": 0},
+                description="Return the events after this sequence (default 0: from the "
+                "oldest kept).",
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": EVENTS_MAX, "default": 100},
+            ),
+            OpenApiParameter(
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": WAIT_MAX, "default": 0},
+                description="Seconds to hold the request open until an event arrives (long "
+                "poll); answered at once when there are events.",
+            ),
+        ],
+        responses={200: EventPageSerializer, **error_responses(400, 403)},
+        tags=["events"],
+    )
+    def get(self, request: Request) -> Response:
+        after = query_value(request, "after", partial(parse_range_text, low=0, high=MAX_PK), 0)
+        limit = query_value(
+            request, "limit", partial(parse_range_text, low=1, high=EVENTS_MAX), 100
+        )
+        wait = query_value(request, "wait", partial(parse_seconds_text, maximum=WAIT_MAX), 0.0)
+        events = wait_for_events(after, limit, wait)
+        return Response(
+            {
+                "results": as_cloudevents(events),
+                "next_after": events[-1].sequence if events else after,
+            }
+        )
 
 
 class PublicView(APIView):

@@ -276,8 +276,16 @@ USERS_SERVICE_URL = env.str("USERS_SERVICE_URL", default="")
 USERS_SERVICE_TIMEOUT = env.float("USERS_SERVICE_TIMEOUT", default=2.0)
 USERS_SERVICE_CACHE_SECONDS = env.int("USERS_SERVICE_CACHE_SECONDS", default=60)
 USERS_SERVICE_NEGATIVE_CACHE_SECONDS = env.int("USERS_SERVICE_NEGATIVE_CACHE_SECONDS", default=5)
+# At most this many callers of the server wait on the users service at once (the others get a
+# 503 at once), so that a slow users service never takes every worker: one fewer than the
+# workers. The processes share slot files in CALL_SLOTS_DIR (bin/serve's run directory).
+USERS_SERVICE_MAX_WAITING = env.int(
+    "USERS_SERVICE_MAX_WAITING", default=max(1, env.int("WEB_CONCURRENCY", default=3) - 1)
+)
+CALL_SLOTS_DIR = env.str("CALL_SLOTS_DIR", default="") or None
 SCORES_SELF_REPORT = env.bool("SCORES_SELF_REPORT", default=True)
 SCORE_POLICY = env.str("SCORE_POLICY", default="latest")
+EVENTS_RETENTION_DAYS = env.int("EVENTS_RETENTION_DAYS", default=7)
 if SCORE_POLICY not in ("latest", "best"):
     sys.stderr.write(f"evalsvc: SCORE_POLICY must be latest or best, not {SCORE_POLICY!r}\n")
     raise SystemExit(1)

@@ -167,6 +167,15 @@ MATRIX: dict[str, dict[str, tuple[int, ...]]] = {
         "PATCH": NOT_ALLOWED,
         "DELETE": NOT_ALLOWED,
     },
+    "/events": {
+        "GET": (401, 403, 403, 401, 200, 200, 403),  # privileged only
+        "HEAD": (401, 403, 403, 401, 200, 200, 403),
+        "OPTIONS": (401, 403, 403, 401, 200, 200, 403),
+        "POST": NOT_ALLOWED,
+        "PUT": NOT_ALLOWED,
+        "PATCH": NOT_ALLOWED,
+        "DELETE": NOT_ALLOWED,
+    },
     "/scores/ping": public("GET", "HEAD", "OPTIONS"),
     "/health": public("GET", "HEAD", "OPTIONS"),
     "/ready": public("GET", "HEAD", "OPTIONS"),
