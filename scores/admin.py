@@ -262,11 +262,9 @@ class ScoreAdmin(admin.ModelAdmin):
         )
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
-        """The list, titled with the grading policy in force (``SCORE_POLICY``)."""
+        """The list, with the grading policy in force (``SCORE_POLICY``) under its title."""
         policy = POLICY_NAMES[settings.SCORE_POLICY]
-        return super().changelist_view(
-            request, {**(extra_context or {}), "subtitle": f"Grading policy: {policy}"}
-        )
+        return super().changelist_view(request, {**(extra_context or {}), "grading_policy": policy})
 
     def save_model(self, request: HttpRequest, obj: Score, form: Any, change: bool) -> None:
         result = score_write(
