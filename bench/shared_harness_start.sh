@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # evalsvc as one service of the shared side-by-side harness (../shared/bench/run.sh), started as
-# production runs it: production settings, the project's gunicorn settings (evalsvc/gunicorn.py:
-# sync workers, JSON request log, metrics), verdicts shared in Redis, default throttle rates and
-# verdict lifetimes. From the harness's folder:
+# production runs it: `manage.py migrate`, then bin/serve (nginx in front of gunicorn) with
+# production settings, verdicts shared in Redis, default throttle rates and verdict lifetimes.
+# From the harness's folder:
 #
-#   ./run.sh flask_indexed 'PEER_AUTH=stub PEER_SCHEMA=indexed peer_flask/start.sh' \
+#   ./run.sh flask3 'WORKERS=3 PEER_AUTH=stub PEER_SCHEMA=indexed peer_flask/start.sh' \
 #            evalsvc 'WORKERS=3 /path/to/evalsvc/bench/shared_harness_start.sh'
 #
 # The harness gives PORT, DATABASE_URL and USERS_SERVICE_URL. WORKERS (default 3) sets
@@ -12,7 +12,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 : "${PORT:?PORT is required}" "${DATABASE_URL:?DATABASE_URL is required}"
-(source "$repo/bin/_venv.sh") >&2
+(venv_level=base; source "$repo/bin/_venv.sh") >&2
 export DJANGO_SETTINGS_MODULE=evalsvc.settings.production
 export SECRET_KEY=${SECRET_KEY:-bench-only-not-secret-0123456789-abcdefghijklmnopqrstuvwxyz}
 export ALLOWED_HOSTS=127.0.0.1,localhost SECURE_SSL_REDIRECT=false
@@ -20,4 +20,4 @@ export CACHE_URL=${CACHE_URL:-redis://127.0.0.1:6379/14}
 export HOST=127.0.0.1 WEB_CONCURRENCY=${WORKERS:-3}
 cd "$repo"
 .venv/bin/python manage.py migrate --noinput >&2
-exec .venv/bin/gunicorn -c python:evalsvc.gunicorn evalsvc.wsgi:application
+exec bin/serve

@@ -19,8 +19,9 @@ cache flush) are refreshed at spread moments instead of all at once. A verdict i
 past its lifetime.
 
 A users service that keeps failing is not asked for a while (``users_service_breaker``), and at
-most ``CONCURRENT_CALLS`` calls per process wait on it at once, so slow answers to unknown
-tokens cannot take every worker thread.
+most ``USERS_SERVICE_MAX_WAITING`` callers of the whole server wait on it at once
+(``scores.call_slots``), so slow answers to unknown tokens never take every worker: the others
+are answered 503 at once, and callers whose tokens are known keep being served.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from scores.breakers import DependencyBreaker
+from scores.call_slots import CallSlots
 from scores.callers import PlatformUser
 from scores.exceptions import UsersServiceUnavailable
 from scores.telemetry import USERS_SERVICE_CALLS
@@ -47,8 +49,8 @@ from scores.validation import MAX_ID
 
 logger = logging.getLogger(__name__)
 
-CONCURRENT_CALLS = 4  # per process; more wait up to QUEUE_SECONDS, then get a 503
-QUEUE_SECONDS = 0.25
+POOL_SIZE = 4  # kept-alive connections per process
+QUEUE_SECONDS = 0.25  # a caller waits this long for a free slot, then gets a 503
 REFRESH_BETWEEN = (0.5, 0.9)  # of a verdict's lifetime
 
 
@@ -62,32 +64,44 @@ class Verdict(NamedTuple):
     admin: bool = False
 
 
+BREAKER_RECOVERY_SECONDS = 5
 users_service_breaker = DependencyBreaker(
     "users service",
     failure_threshold=5,
-    recovery_timeout=5,
+    recovery_timeout=BREAKER_RECOVERY_SECONDS,
     is_failure=lambda exception: isinstance(exception, UsersServiceUnavailable),
 )
 
 
 class UsersServiceClient:
-    """A kept-alive connection pool to the users service, one per process, with at most
-    ``CONCURRENT_CALLS`` calls in flight."""
+    """A kept-alive connection pool to the users service, one per process; a call is made in
+    one of the server's ``USERS_SERVICE_MAX_WAITING`` slots."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = 0
         self._pool: urllib3.PoolManager | None = None
-        self._slots = threading.BoundedSemaphore(CONCURRENT_CALLS)
+        self._slots: CallSlots | None = None
+
+    def slots(self) -> CallSlots:
+        if self._slots is None:
+            self._slots = CallSlots(
+                "users-service", settings.USERS_SERVICE_MAX_WAITING, settings.CALL_SLOTS_DIR
+            )
+        return self._slots
+
+    def forget_health(self) -> None:
+        """Forget what this server learned of the service's health (its breaker, the marks the
+        processes share): the next caller asks it again."""
+        users_service_breaker.reset()
+        self.slots().clear_marks()
 
     def _manager(self) -> urllib3.PoolManager:
         pid = os.getpid()
         if self._pool is None or self._pid != pid:  # never share sockets across a fork
             with self._lock:
                 if self._pool is None or self._pid != pid:
-                    self._pool = urllib3.PoolManager(
-                        num_pools=2, maxsize=CONCURRENT_CALLS, retries=False
-                    )
+                    self._pool = urllib3.PoolManager(num_pools=2, maxsize=POOL_SIZE, retries=False)
                     self._pid = pid
         return self._pool
 
@@ -101,15 +115,26 @@ class UsersServiceClient:
         base = settings.USERS_SERVICE_URL
         if not base:
             raise UsersServiceUnavailable("The users service is not configured.")
+        slots = self.slots()
         if users_service_breaker.opened:
             raise UsersServiceUnavailable(retry_after=users_service_breaker.retry_after())
-        if not self._slots.acquire(timeout=QUEUE_SECONDS):
-            raise UsersServiceUnavailable("The users service is busy; retry later.")
-        try:
-            with users_service_breaker:
-                return self._get(base, token)
-        finally:
-            self._slots.release()
+        if remaining := slots.open_remaining():  # another process's breaker opened
+            raise UsersServiceUnavailable(retry_after=max(1, int(remaining)))
+        # While it is failing, one caller at a time asks: callers queueing for a slow service
+        # would hold the workers that the callers it already vouched for need.
+        with slots.hold(QUEUE_SECONDS, probe=slots.failing()) as free:
+            if not free:
+                raise UsersServiceUnavailable("The users service is busy; retry later.")
+            try:
+                with users_service_breaker:
+                    answer = self._get(base, token)
+            except UsersServiceUnavailable:
+                slots.mark_failing(BREAKER_RECOVERY_SECONDS)
+                if users_service_breaker.opened:
+                    slots.mark_open(BREAKER_RECOVERY_SECONDS)
+                raise
+            slots.mark_answering()
+            return answer
 
     def _get(self, base: str, token: str) -> tuple[int, bytes]:
         try:

@@ -18,7 +18,8 @@ from werkzeug import Request, Response
 
 from scores.database import database_breaker
 from scores.resilient_cache import redis_breaker
-from scores.users_service import local_verdicts, users_service_breaker
+from scores.users_service import local_verdicts
+from scores.users_service import users_service as users_service_client
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +78,9 @@ def after_pause(breaker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 def _forget_state() -> None:
     cache.clear()
     local_verdicts.clear()
-    for breaker in (database_breaker, redis_breaker, users_service_breaker):
+    for breaker in (database_breaker, redis_breaker):
         breaker.reset()
+    users_service_client.forget_health()
 
 
 @pytest.fixture(autouse=True)

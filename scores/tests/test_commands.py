@@ -542,7 +542,7 @@ def test_help(command, phrases) -> None:
     """``manage.py COMMAND --help``, as an operator runs it."""
     manage = Path(__file__).resolve().parents[2] / "manage.py"
 
-    done = subprocess.run(  # noqa: S603 (our own interpreter and manage.py)
+    done = subprocess.run(
         [sys.executable, str(manage), command, "--help"],
         capture_output=True,
         text=True,

@@ -1,12 +1,15 @@
-"""Faults (issue 7): the users service failing in every way and flapping; PostgreSQL
-connections killed under gunicorn with production settings, idle and mid-load; clients that send
-half a body, too much, too slowly, or leave. Each test states the exact answer and checks the
-stored state afterwards. See docs/reliability.md.
+"""Faults: the users service failing in every way and flapping; then, under ``bin/serve`` (the
+production entry: nginx in front of gunicorn, production settings), PostgreSQL connections
+killed idle and mid-load, a table locked past the statement deadline, Redis stopped and
+resumed, a slow users service asked about many unknown tokens, 300 slow clients among normal
+traffic, and clients that send half a body, too much, too slowly, or leave. Each test states
+the exact answers, their time bounds, that /health answers within a second throughout, and
+the stored state afterwards. See docs/reliability.md.
 
 The users-service faults run in-process on any database (test_authentication.py has the single
-faults: unreachable, slow, garbage, 5xx, an outage not cached). The rest start gunicorn in a
-subprocess, on a scratch PostgreSQL database of their own (created and dropped here), and are
-skipped on SQLite.
+faults: unreachable, slow, garbage, 5xx, an outage not cached). The rest start bin/serve in a
+subprocess, on a scratch PostgreSQL database of their own (created and dropped here), with a
+Redis server of their own, and are skipped on SQLite.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class _UsersHandler(BaseHTTPRequestHandler):
         double.received.append(state)
         if state == "slow":
             double.released.wait(timeout=2)
+        elif state.startswith("slow:"):  # answers, after that many seconds
+            double.released.wait(timeout=float(state.split(":")[1]))
         if state == "garbage":
             self._send(200, "text/html", b"<!doctype html><h1>Maintenance</h1>")
             return
@@ -110,6 +115,7 @@ class UsersServiceDouble:
     - ``up``: ``Bearer u<N>`` is user N, anything else a 401;
     - ``down``: nothing listens on the port (connection refused);
     - ``slow``: answers only after the caller's timeout (released at teardown);
+    - ``slow:<seconds>``: answers after that many seconds;
     - ``garbage``: 200 with an HTML page;
     - ``failing``: 502.
 
@@ -225,19 +231,23 @@ def test_a_flapping_users_service_answers_each_request_by_its_state_at_the_time(
     assert users_double.received == [state for state in FLAPPING if state != "down"]
 
 
-# === Under gunicorn, production settings, a scratch PostgreSQL database =====================
+# === Under bin/serve, production settings, a scratch PostgreSQL database =====================
 
 needs_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql",
-    reason="gunicorn fault tests need PostgreSQL: set DATABASE_TEST_URL=postgres://...",
+    reason="bin/serve fault tests need PostgreSQL: set DATABASE_TEST_URL=postgres://...",
 )
 CHECKER = "evalsvc-fault-checker"  # application_name of this module's own connections
-GUNICORN_TIMEOUT = 5
+STATEMENT_TIMEOUT = 1  # seconds: DATABASE_STATEMENT_TIMEOUT of the live service
+USERS_SERVICE_TIMEOUT = 1  # seconds
+CLIENT_TIMEOUT = 2  # seconds a client may stall (nginx)
+WORKERS = 3
 
 
 @dataclass
 class LiveService:
-    """evalsvc under gunicorn on ``port``, on the scratch database ``database``."""
+    """evalsvc under bin/serve on ``port``, on the scratch database ``database``, with its own
+    Redis server and the users service double."""
 
     port: int
     database: str
@@ -245,6 +255,9 @@ class LiveService:
     conninfo: str  # the scratch database
     log: Path
     process: subprocess.Popen[bytes]
+    redis: subprocess.Popen[bytes]
+    redis_port: int
+    users: UsersServiceDouble
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.conninfo, application_name=CHECKER, autocommit=True) as conn:
@@ -280,6 +293,15 @@ class LiveService:
             [self.database, CHECKER],
         )
         return int(count)
+
+    def redis_keys(self, pattern: str) -> list[bytes]:
+        import redis
+
+        client = redis.Redis(port=self.redis_port, socket_timeout=2)
+        try:
+            return sorted(client.keys(pattern))
+        finally:
+            client.close()
 
 
 def _database_settings() -> dict[str, Any]:
@@ -317,10 +339,22 @@ def _wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> No
         time.sleep(0.2)
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGCONT)  # a stopped Redis must hear the TERM
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    """Migrate a scratch database, start bench/fake_users.py and gunicorn (the project's config,
-    production settings, 2 sync workers, persistent connections) on it; stop both and drop the
+    """Migrate a scratch database, start a Redis server, the users service double and
+    bin/serve (production settings, 3 sync workers behind nginx) on it; stop them and drop the
     database afterwards."""
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL")
@@ -330,27 +364,32 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     with psycopg.connect(server_conninfo, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {database}")
-    port, users_port = free_port(), free_port()
+    port, redis_port = free_port(), free_port()
+    users = UsersServiceDouble(port=free_port())
+    users.switch("up")
     env = {
         **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SERVE_USE_PATH": "1",
         "DJANGO_SETTINGS_MODULE": "evalsvc.settings.production",
         "SECRET_KEY": "faults-test-not-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
         "DATABASE_URL": _database_url(database),
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
-        "USERS_SERVICE_URL": f"http://127.0.0.1:{users_port}",
-        "CACHE_URL": "locmem://",
+        "USERS_SERVICE_URL": f"http://127.0.0.1:{users.port}",
+        "USERS_SERVICE_TIMEOUT": str(USERS_SERVICE_TIMEOUT),
+        "DATABASE_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT),
+        "CLIENT_TIMEOUT": str(CLIENT_TIMEOUT),
+        "CACHE_URL": f"redis://127.0.0.1:{redis_port}/0",
         "THROTTLE_RATE_USER": "100000000/min",
         "THROTTLE_RATE_ANON": "100000000/min",
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_TIMEOUT": str(GUNICORN_TIMEOUT),
+        "WEB_CONCURRENCY": str(WORKERS),
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
     }
-    for name in ("CONN_MAX_AGE", "DATABASE_REPLICA_URL", "LOG_FORMAT"):
+    for name in ("CONN_MAX_AGE", "DATABASE_REPLICA_URL", "LOG_FORMAT", "TRUSTED_PROXY_COUNT"):
         env.pop(name, None)  # production's defaults: persistent connections, JSON logs
-    log = tmp / "gunicorn.log"
+    log = tmp / "serve.log"
     processes: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run(
@@ -358,18 +397,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
             cwd=REPO, env=env, check=True, capture_output=True,
         )  # fmt: skip
         with log.open("wb") as out:
-            users = subprocess.Popen(  # noqa: S603 (the project's own script, a port number)
-                [sys.executable, "bench/fake_users.py", str(users_port)],
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-                start_new_session=True,
-            )
-            processes.append(users)
+            redis_server = subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL, stderr=out, start_new_session=True,
+            )  # fmt: skip
+            processes.append(redis_server)
             server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "python:evalsvc.gunicorn",
-                 "--no-control-socket", "evalsvc.wsgi:application"],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                ["bin/serve"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
             processes.append(server)
         _wait_until_up(port, server, log)
@@ -380,16 +416,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
             conninfo=_conninfo(database),
             log=log,
             process=server,
+            redis=redis_server,
+            redis_port=redis_port,
+            users=users,
         )
     finally:
+        users.released.set()
+        users.stop()
         for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            _stop(process)
         with psycopg.connect(server_conninfo, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
@@ -408,14 +443,19 @@ class Answer:
 
 
 def request(
-    port: int, method: str, path: str, body: Any = None, token: str | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    timeout: float = 30,
 ) -> Answer:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     payload = None
     if body is not None:
         payload = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
@@ -429,8 +469,7 @@ def request(
 
 
 def parse_answer(raw: bytes) -> Answer:
-    """An HTTP/1.1 response read to the end of the connection (gunicorn's sync workers close
-    it after each response), its body de-chunked."""
+    """An HTTP/1.1 response read to the end of the connection, its body de-chunked."""
     head, _, body = raw.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {}
@@ -455,6 +494,7 @@ def raw_request_head(method: str, path: str, token: str, length: int | None) -> 
         "Host: 127.0.0.1",
         f"Authorization: Bearer {token}",
         "Content-Type: application/json",
+        "Connection: close",
     ]
     if length is not None:
         lines.append(f"Content-Length: {length}")
@@ -557,7 +597,8 @@ def assert_still_answering(live: LiveService, user_id: int) -> None:
 
 def assert_database_unavailable(answer: Answer) -> None:
     assert (answer.status, answer.json()) == (503, DATABASE_DOWN)
-    assert answer.headers["retry-after"] == RETRY_AFTER
+    # the breaker's pause, or what is left of it while it is open
+    assert 1 <= int(answer.headers["retry-after"]) <= int(RETRY_AFTER), answer.headers
     assert answer.headers["content-type"] == "application/json"
 
 
@@ -663,18 +704,19 @@ def test_under_load_killed_connections_give_2xx_or_503_answers_and_a_consistent_
 
 
 @needs_postgresql
-def test_half_a_body_then_half_closed_is_a_400_and_writes_nothing(live: LiveService) -> None:
+def test_half_a_body_then_half_closed_writes_nothing_and_holds_no_worker(
+    live: LiveService,
+) -> None:
     user = 401
     body = write_body(1)  # complete JSON: only the missing bytes make it incomplete
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(raw_request_head("PATCH", "/scores", f"u{user}", len(body) + 40) + body)
         sock.shutdown(socket.SHUT_WR)
-        answer = parse_answer(read_to_end(sock))
+        answer = read_to_end(sock)
 
-    assert (answer.status, answer.json()) == (
-        400,
-        {"detail": f"The request body ended after {len(body)} of {len(body) + 40} bytes."},
-    )
+    # nginx reads bodies before a worker sees them: a body that ends early is dropped there
+    # (nginx's "client prematurely closed connection") and the connection closed unanswered.
+    assert answer == b""
     assert scores_of(live, user) == []
     assert_still_answering(live, user)
 
@@ -702,7 +744,7 @@ def test_a_body_over_the_limit_is_a_413_json_and_writes_nothing(live: LiveServic
     length = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(raw_request_head("PATCH", "/scores", f"u{user}", length) + b'{"scores": [')
-        answer = parse_answer(read_to_end(sock))
+        answer = parse_answer(read_to_end_or_answer(sock))  # nginx resets once it has answered
 
     assert (answer.status, answer.headers["content-type"], answer.json()) == (
         413,
@@ -714,7 +756,7 @@ def test_a_body_over_the_limit_is_a_413_json_and_writes_nothing(live: LiveServic
 
 
 @needs_postgresql
-def test_a_request_line_over_gunicorns_limit_is_a_json_414(live: LiveService) -> None:
+def test_a_request_line_over_the_fronts_limit_is_a_json_414(live: LiveService) -> None:
     path = "/scores?" + "&".join(["exercise_id=1"] * 300)  # a request line of 4,220 bytes
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
         sock.sendall(raw_request_head("GET", path, "u441", None))
@@ -723,23 +765,23 @@ def test_a_request_line_over_gunicorns_limit_is_a_json_414(live: LiveService) ->
     assert (answer.status, answer.headers["content-type"], answer.json()) == (
         414,
         "application/json",
-        {"detail": "URI Too Long: Request Line is too large (4220 > 4094)"},
+        {"detail": "Request line too long."},
     )
     assert_still_answering(live, 441)
 
 
 @needs_postgresql
-def test_a_body_dribbled_within_the_worker_timeout_is_applied_once(live: LiveService) -> None:
+def test_a_body_dribbled_slowly_is_applied_once(live: LiveService) -> None:
     user = 421
     body = write_body(1, attempt_id=str(uuid.uuid4()))
     pieces = [body[i : i + 8] for i in range(0, len(body), 8)]
-    pause = (GUNICORN_TIMEOUT / 3) / len(pieces)
-    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+    pause = CLIENT_TIMEOUT / 4  # each gap within the front's limit; the whole, well beyond
+    with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
         sock.sendall(raw_request_head("PATCH", "/scores", f"u{user}", len(body)))
         for piece in pieces:
             time.sleep(pause)
             sock.sendall(piece)
-        answer = parse_answer(read_to_end(sock))
+        answer = parse_answer(read_to_end_or_answer(sock))
 
     assert (answer.status, answer.json()["exercise_id"], answer.json()["attempts"]) == (201, 1, 1)
     assert scores_of(live, user) == [(1, True, 1)]
@@ -747,24 +789,17 @@ def test_a_body_dribbled_within_the_worker_timeout_is_applied_once(live: LiveSer
 
 
 @needs_postgresql
-def test_a_body_dribbled_past_the_worker_timeout_writes_nothing(live: LiveService) -> None:
+def test_a_body_stalled_past_the_client_timeout_is_dropped_and_writes_nothing(
+    live: LiveService,
+) -> None:
     user = 422
     body = write_body(1)
     with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
         sock.sendall(raw_request_head("PATCH", "/scores", f"u{user}", len(body)) + body[:4])
-        deadline = time.monotonic() + GUNICORN_TIMEOUT + 10
-        rest, answer = body[4:], b""
-        try:
-            while rest and time.monotonic() < deadline:
-                time.sleep(1)
-                sock.sendall(rest[:1])
-                rest = rest[1:]
-            answer = read_to_end(sock)
-        except OSError:
-            pass  # the worker was replaced: the connection is gone
+        time.sleep(CLIENT_TIMEOUT + 1)
+        with pytest.raises(ConnectionResetError):  # nginx resets a timed-out client's connection
+            read_to_end(sock)
 
-    assert rest, "the whole body went through: the worker was not timed out"
-    assert answer == b""
     assert scores_of(live, user) == []
     assert_still_answering(live, user)
 
@@ -786,3 +821,288 @@ def test_a_client_that_disconnects_leaves_all_or_nothing(live: LiveService, when
     assert scores_of(live, user) == expected
     assert inconsistencies(live) == CONSISTENT
     assert_still_answering(live, user)
+
+
+@needs_postgresql
+def test_a_chunked_body_is_read_like_any_other_and_over_the_limit_is_a_413(
+    live: LiveService,
+) -> None:
+    user = 451
+
+    def chunked(body: bytes) -> Answer:
+        head = (
+            f"PATCH /scores HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer u{user}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        pieces = b"".join(
+            f"{len(body[i : i + 7]):x}\r\n".encode() + body[i : i + 7] + b"\r\n"
+            for i in range(0, len(body), 7)
+        )
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+            sock.sendall(head + pieces + b"0\r\n\r\n")
+            return parse_answer(read_to_end(sock))
+
+    applied = chunked(b'{"exercise_id":77,"correct":true}')
+    too_big = chunked(json.dumps({"exercise_id": 78, "pad": "x" * (1 << 20)}).encode())
+
+    assert (applied.status, applied.json()["exercise_id"]) == (201, 77)
+    assert (too_big.status, too_big.headers["content-type"]) == (413, "application/json")
+    assert scores_of(live, user) == [(77, True, 1)]
+
+
+# --- Deadlines: nothing one dependency or one client does stops the service -------------------
+
+
+@dataclass
+class HealthWatch:
+    """Asks /health every 0.1 s on its own connections while it runs: the longest answer, and
+    the answers that were not a quick 200."""
+
+    port: int
+    longest: float = 0.0
+    asked: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> HealthWatch:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            started = time.monotonic()
+            try:
+                answer = request(self.port, "GET", "/health", timeout=2)
+                outcome = "" if answer.status == 200 else str(answer.status)
+            except OSError as exc:
+                outcome = type(exc).__name__
+            took = time.monotonic() - started
+            self.asked += 1
+            self.longest = max(self.longest, took)
+            if outcome or took >= 1:
+                self.failures.append(f"{outcome or 'slow'} {took:.2f}s")
+
+
+def timed(
+    port: int, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[float, Answer]:
+    started = time.monotonic()
+    answer = request(port, method, path, body, token, timeout=30)
+    return time.monotonic() - started, answer
+
+
+def in_parallel(calls: list[Any], threads: int) -> list[Any]:
+    """Each call (a no-argument function) run on a pool of ``threads``; their results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+@needs_postgresql
+def test_a_table_locked_past_the_statement_deadline_gives_quick_json_503s(live: LiveService):
+    """scores locked for 6 s (a migration gone wrong): every request that needs it is a JSON
+    503 with Retry-After within the deadline (then at once, the breaker open), /health answers
+    within a second throughout, and the service is back once the lock goes."""
+    user = 501
+    assert (
+        request(
+            live.port, "PATCH", "/scores", {"exercise_id": 1, "correct": True}, f"u{user}"
+        ).status
+        == 201
+    )
+    locker = psycopg.connect(live.conninfo, application_name=CHECKER)
+    answers: list[tuple[float, Answer]] = []
+    with HealthWatch(live.port) as health:
+        locker.execute("LOCK TABLE scores IN ACCESS EXCLUSIVE MODE")
+        held_until = time.monotonic() + 6
+        while time.monotonic() < held_until - 1:
+            answers += in_parallel(
+                [lambda: timed(live.port, "GET", "/scores/user", token=f"u{user}")] * 8
+                + [
+                    lambda: timed(
+                        live.port,
+                        "PATCH",
+                        "/scores",
+                        {"exercise_id": 2, "correct": True},
+                        f"u{user}",
+                    )
+                ]
+                * 4,
+                threads=12,
+            )
+        time.sleep(max(0.0, held_until - time.monotonic()))
+        locker.rollback()
+        locker.close()
+        deadline = time.monotonic() + 15  # the breaker's pause, then the database again
+        while request(live.port, "GET", "/scores/user", token=f"u{user}").status != 200:
+            assert time.monotonic() < deadline, live.log_tail()
+            time.sleep(0.5)
+
+    assert answers
+    for took, answer in answers:
+        assert_database_unavailable(answer)
+        assert took < STATEMENT_TIMEOUT * WORKERS + 2, (took, answer)  # queued at most a round
+    assert health.failures == [], health.failures
+    assert health.asked >= 50
+    assert scores_of(live, user) == [(1, True, 1)]  # the writes refused wrote nothing
+    assert inconsistencies(live) == CONSISTENT
+    print(
+        f"\nlocked table: {len(answers)} answers, longest {max(t for t, _ in answers):.2f}s, "
+        f"/health longest {health.longest:.3f}s over {health.asked}"
+    )
+
+
+@needs_postgresql
+def test_redis_stopped_and_resumed_the_api_keeps_serving_and_returns_to_it(live: LiveService):
+    user = 511
+    assert request(live.port, "GET", "/scores/user", token=f"u{user}").status == 200
+    live.redis.send_signal(signal.SIGSTOP)
+    answers: list[tuple[float, Answer]] = []
+    try:
+        with HealthWatch(live.port) as health:
+            for n in range(30):
+                answers.append(timed(live.port, "GET", "/scores/user", token=f"u{user}"))
+                answers.append(
+                    timed(
+                        live.port,
+                        "PATCH",
+                        "/scores",
+                        {"exercise_id": n + 1, "correct": True},
+                        f"u{600 + n}",
+                    )
+                )
+    finally:
+        live.redis.send_signal(signal.SIGCONT)
+
+    assert {answer.status for _, answer in answers} <= {200, 201}, [
+        a for _, a in answers if a.status >= 300
+    ][:3]
+    # each waited on Redis at most a few calls' deadline (0.25 s), then not at all (breaker)
+    assert max(took for took, _ in answers) < 2, sorted(took for took, _ in answers)[-5:]
+    assert sum(took for took, _ in answers[10:]) < 5
+    assert health.failures == []
+    verdicts_before = live.redis_keys("*verdict*")
+    deadline = time.monotonic() + 20  # the breaker's pause (10 s), then Redis again
+    while True:
+        request(live.port, "GET", "/scores/user", token=f"u{700 + int(time.monotonic())}")
+        if len(live.redis_keys("*verdict*")) > len(verdicts_before):
+            break
+        assert time.monotonic() < deadline, "the service did not return to Redis"
+        time.sleep(0.5)
+
+
+@needs_postgresql
+def test_a_slow_users_service_and_many_unknown_tokens_leave_known_callers_served(
+    live: LiveService,
+) -> None:
+    known = 521
+    assert request(live.port, "GET", "/scores/user", token=f"u{known}").status == 200
+    live.users.switch("slow:3")  # past USERS_SERVICE_TIMEOUT (1 s)
+    try:
+        with HealthWatch(live.port) as health:
+            unknown = [
+                (lambda n=n: timed(live.port, "GET", "/scores/user", token=f"u{9000 + n}"))
+                for n in range(24)
+            ]
+            known_calls = [lambda: timed(live.port, "GET", "/scores/user", token=f"u{known}")] * 12
+            answers = in_parallel(unknown + known_calls, threads=16)
+    finally:
+        live.users.switch("up")
+
+    for took, answer in answers[:24]:
+        assert_users_service_unavailable_answer(answer)
+        assert took < USERS_SERVICE_TIMEOUT + 2, took
+    for took, answer in answers[24:]:
+        assert answer.status == 200, answer
+        assert took < USERS_SERVICE_TIMEOUT + 1, took  # a worker is always left for them
+    assert health.failures == []
+
+
+@needs_postgresql
+def test_three_hundred_slow_clients_hold_no_worker(live: LiveService) -> None:
+    """100 clients sending their headers a byte a second, 100 sending a body a byte a second,
+    100 not reading a large answer: normal callers are served and /health answers within a
+    second throughout."""
+    staff = live.query("SELECT 1")  # the database is up
+    user = 531
+    for n in range(50):
+        request(live.port, "PATCH", "/scores", {"exercise_id": n + 1, "correct": True}, f"u{user}")
+    stalled: list[socket.socket] = []
+    stop = threading.Event()
+
+    def dribble(sock: socket.socket, data: bytes) -> None:
+        for byte in data:
+            if stop.wait(1):
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return
+
+    try:
+        for _ in range(100):
+            headers = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            headers.sendall(b"GET /scores/user HTTP/1.1\r\n")
+            threading.Thread(
+                target=dribble, args=(headers, b"Host: 127.0.0.1\r\n" * 20), daemon=True
+            ).start()
+            body = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            body.sendall(raw_request_head("PATCH", "/scores", f"u{user}", 100_000))
+            threading.Thread(target=dribble, args=(body, b"x" * 100), daemon=True).start()
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(("127.0.0.1", live.port))
+            reader.sendall(
+                raw_request_head("GET", "/scores/user?page_size=1000", f"u{user}", None) * 20
+            )
+            stalled += [headers, body, reader]
+        with HealthWatch(live.port) as health:
+            answers = []
+            until = time.monotonic() + 3  # long enough for /health to be asked many times
+            while len(answers) < 40 or time.monotonic() < until:
+                answers.append(timed(live.port, "GET", "/scores/user", token=f"u{user}"))
+    finally:
+        stop.set()
+        for sock in stalled:
+            sock.close()
+
+    assert staff == [(1,)]
+    assert [answer.status for _, answer in answers] == [200] * len(answers)
+    assert max(took for took, _ in answers) < 1
+    assert health.failures == []
+    assert health.asked >= 5
+
+
+def read_to_end_or_answer(sock: socket.socket) -> bytes:
+    """What the server sends until it closes or its answer is complete (keep-alive)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+        dict(
+            line.lower().split(b": ", 1)
+            for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+        ).get(b"content-length", b"0")
+    ):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def assert_users_service_unavailable_answer(answer: Answer) -> None:
+    assert answer.status == 503, answer
+    assert answer.json()["detail"] in (
+        USERS_SERVICE_DOWN["detail"],
+        "The users service is busy; retry later.",
+    )
+    assert int(answer.headers["retry-after"]) >= 1
+    assert answer.headers["content-type"] == "application/json"

@@ -99,7 +99,7 @@ print(json.dumps({
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     """``python *args`` in the project directory, with only ``env`` of the settings' inputs."""
     environment = {k: v for k, v in os.environ.items() if k not in READ_BY_SETTINGS}
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, *args],
         cwd=BASE_DIR,
         env={**environment, **env},

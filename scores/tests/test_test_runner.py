@@ -21,7 +21,7 @@ CHOOSERS = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "DATABASE_TEST_URL")
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in CHOOSERS}
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=BASE_DIR,
         env={**environment, **env},
