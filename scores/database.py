@@ -15,6 +15,7 @@ about 3 µs each, a third of a 100-score page (docs/scaling.md).
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -79,6 +80,7 @@ class DatabaseGuardMiddleware:
             return None
         if database_breaker.opened:
             return unavailable()
+        drop_if_closed_by_server(connections["default"])
         try:
             connections["default"].ensure_connection()
         except Exception as exc:
@@ -87,6 +89,27 @@ class DatabaseGuardMiddleware:
             database_breaker.record_failure(exc)
             return unavailable()
         return None
+
+
+def drop_if_closed_by_server(connection: BaseDatabaseWrapper) -> None:
+    """Close a kept connection that the server has closed while it was idle (a restart, a
+    PgBouncer restart, ``pg_terminate_backend``), so that the request connects anew instead of
+    failing on it.
+
+    An idle connection has nothing to read until the server sends its goodbye (an error
+    message, then the end of the stream): one ``poll`` of the socket tells, where Django's
+    ``CONN_HEALTH_CHECKS`` sends ``SELECT 1`` and waits for the answer on every request
+    (docs/scaling.md). Anything else readable (a notice) only costs a reconnection.
+    """
+    raw = connection.connection
+    if raw is None or connection.in_atomic_block or connection.vendor != "postgresql":
+        return
+    try:
+        readable = bool(select.select([raw.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):  # closed already: psycopg gives no descriptor
+        readable = True
+    if readable:
+        connection.close()
 
 
 class ISOTimestamptzLoader(TimestamptzLoader):

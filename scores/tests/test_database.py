@@ -1,4 +1,4 @@
-"""PostgreSQL connections: a connection the server closed is found unusable and replaced; every
+"""PostgreSQL connections: a connection the server closed is dropped before a request uses it; every
 statement and lock wait has its deadline, and one that misses it is a 503; timestamps are read by
 the ISO loader as UTC datetimes; repeated statements are prepared on the connection."""
 
@@ -15,7 +15,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
 from psycopg import pq
 
-from scores.database import ISOTimestamptzLoader, database_breaker
+from scores.database import ISOTimestamptzLoader, database_breaker, drop_if_closed_by_server
 from scores.tests.conftest import USER_ID, after_pause, trip
 from scores.tests.factories import ScoreFactory
 
@@ -49,17 +49,33 @@ def wait_readable(wrapper: BaseDatabaseWrapper) -> None:
         assert time.monotonic() < deadline, "the server did not close the connection"
 
 
-def test_a_connection_the_server_terminated_is_unusable_and_replaced(fresh) -> None:
+def test_a_connection_the_server_terminated_is_dropped_and_replaced(fresh) -> None:
     pid = backend_pid(fresh)
+    drop_if_closed_by_server(fresh)
+    assert fresh.connection is not None  # alive and idle: kept
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
     wait_readable(fresh)
+    drop_if_closed_by_server(fresh)
 
-    assert fresh.is_usable() is False
-
-    fresh.health_check_enabled, fresh.health_check_done = True, False
-    fresh.close_if_health_check_failed()  # what Django does before a request's first query
+    assert fresh.connection is None
     assert backend_pid(fresh) != pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_request_after_the_server_closed_its_connection_is_answered(user) -> None:
+    ScoreFactory(user_id=USER_ID)
+    assert user.get("/scores/user").status_code == 200
+    pid = backend_pid(connection)
+    killer = connections.create_connection("default")
+    with killer.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    killer.close()
+    wait_readable(connection)
+
+    assert user.get("/scores/user").status_code == 200
+    assert backend_pid(connection) != pid
 
 
 def test_timestamps_are_read_by_the_iso_loader_as_utc_datetimes(fresh) -> None:

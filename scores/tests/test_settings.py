@@ -51,7 +51,7 @@ POSTGRES = {
     "PORT": 5433,
     "USER": "scores",
     "CONN_MAX_AGE": 60,
-    "CONN_HEALTH_CHECKS": True,
+    "CONN_HEALTH_CHECKS": False,
 }
 
 
