@@ -23,3 +23,12 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+
+class NotUnavailable(logging.Filter):
+    """Drops ``django.request``'s line for a 503: the service answered it on purpose (a
+    dependency missed its deadline), the request log has the request and the dependency's own
+    warning says why. Other 5xx (a 500's traceback) are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 503

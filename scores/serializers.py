@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from scores.validation import MAX_ID
@@ -255,6 +255,26 @@ class StatusSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
+@extend_schema_field(
+    {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Score"},
+            {
+                "type": "object",
+                "required": ["id", "user_id", "exercise_id"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "user_id": {"type": "integer"},
+                    "exercise_id": {"type": "integer"},
+                },
+            },
+        ]
+    }
+)
+class EventDataField(serializers.JSONField):
+    """An event's ``data``: a Score, or the ids of a deleted one."""
+
+
 # Events are CloudEvents, whose "source" and "data" members a Serializer class cannot declare
 # (they are Serializer attributes): their schema is built with drf-spectacular's helper.
 EventSerializer = inline_serializer(
@@ -272,7 +292,7 @@ EventSerializer = inline_serializer(
         "sequence": serializers.IntegerField(
             help_text="Strictly increasing in commit order across all events."
         ),
-        "data": ScoreSerializer(
+        "data": EventDataField(
             help_text="The score as GET /scores/{id} shows it after the change; for "
             "score.deleted only id, user_id and exercise_id."
         ),

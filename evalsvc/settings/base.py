@@ -311,10 +311,12 @@ def logging_config(log_format: str) -> dict[str, object]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatters[log_format]},
+        "filters": {"not_unavailable": {"()": "evalsvc.logs.NotUnavailable"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main"}},
         "root": {"handlers": ["console"], "level": LOG_LEVEL},
-        # 4xx/5xx are in the request log already; django.request would repeat every one.
-        "loggers": {"django.request": {"level": "ERROR"}},
+        # 4xx/5xx are in the request log already; django.request would repeat every one (a
+        # 500 keeps its traceback there).
+        "loggers": {"django.request": {"level": "ERROR", "filters": ["not_unavailable"]}},
     }
 
 

@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import OperationalError
 from prometheus_client import REGISTRY
 
-from evalsvc.logs import JSONFormatter
-from scores.tests.conftest import USER_ID
+from evalsvc.logs import JSONFormatter, NotUnavailable
+from scores.database import database_breaker
+from scores.tests.conftest import USER_ID, trip
 from scores.tests.factories import ScoreFactory
 from scores.tests.helpers import page, score_json
 
@@ -92,6 +94,26 @@ def test_a_staff_account_is_named_by_its_username(staff, caplog: Any) -> None:
 
     [line] = request_lines(caplog)
     assert (line["status"], line["user_id"], line["account"]) == (404, None, "grader")
+
+
+def test_a_503_is_logged_once_by_the_request_log(user, caplog: Any) -> None:
+    trip(database_breaker, OperationalError("test: the database is down"))
+
+    with caplog.at_level(logging.INFO):
+        assert user.get("/scores/user").status_code == 503
+
+    lines = [
+        (r.name, r.getMessage()) for r in caplog.records if r.name.startswith(("evalsvc", "django"))
+    ]
+    assert lines == [("evalsvc.request", lines[0][1])]
+    assert lines[0][1].startswith("GET /scores/user 503 ")
+
+
+@pytest.mark.parametrize(("status", "kept"), [(503, False), (500, True), (502, True)])
+def test_django_request_lines_are_kept_but_for_503s(status: int, kept: bool) -> None:
+    record = logging.makeLogRecord({"name": "django.request", "status_code": status})
+
+    assert NotUnavailable().filter(record) is kept
 
 
 def test_json_log_lines_carry_the_fields_and_the_traceback() -> None:
