@@ -74,9 +74,9 @@ def test_the_marks_say_failing_and_open_until_they_expire_or_are_cleared(
 
 def _hold_for(directory: str, held: multiprocessing.synchronize.Event, done: float) -> None:
     other = CallSlots("dependency", 2, directory)
+    other.mark_open(30)
     with other.hold(0), other.hold(0):
         held.set()
-        other.mark_open(30)
         threading.Event().wait(done)
 
 
