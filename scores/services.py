@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -305,6 +305,7 @@ def _write_many_retrying(writes: Sequence[Write], recorded_by: str) -> BulkWrite
 
 
 def _write_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
+    lock_users({write.user_id for write in writes}, exclusive=False)
     recorded = _recorded(writes)
     todo = []
     for index, write in enumerate(writes):
@@ -326,6 +327,35 @@ def _write_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
         not_applied=not_applied,
         applied=len(applied),
     )
+
+
+# --- Users' write locks ----------------------------------------------------------------------
+
+USER_LOCKS = 0x75_73_72_73  # "usrs": the first key of the users' advisory locks
+USER_LOCK_SLOTS = 64  # users share slots, so a batch of many users takes few locks
+
+
+def lock_users(user_ids: Collection[int], *, exclusive: bool) -> None:
+    """PostgreSQL: take, until the end of the caller's transaction, the advisory locks of the
+    slots of these users (``user_id % USER_LOCK_SLOTS``), in slot order; nothing elsewhere
+    (SQLite runs one write transaction at a time).
+
+    A write of several scores in one transaction (bulk, CSV import batches) takes them shared
+    before its first statement, an erasure exclusive: so an erasure sees all of such a write
+    or none of it. (A write of one score needs none: its row lock settles the order.)
+    """
+    if connection.vendor != "postgresql" or not user_ids:
+        return
+    slots = sorted({user_id % USER_LOCK_SLOTS for user_id in user_ids})
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_SLOTS[exclusive], [USER_LOCKS, slots])
+
+
+_LOCK_SLOTS = {
+    True: "SELECT pg_advisory_xact_lock(%s, slot) FROM unnest(%s::integer[]) AS slot ORDER BY slot",
+    False: "SELECT pg_advisory_xact_lock_shared(%s, slot) "
+    "FROM unnest(%s::integer[]) AS slot ORDER BY slot",
+}
 
 
 def scores_delete(
