@@ -816,3 +816,29 @@ def test_an_erasure_waits_for_a_bulk_write_of_the_user_and_erases_all_of_it(held
     assert joined(*erasure) == privacy.Erasure(USER_ID, scores_deleted=2, attempts_deleted=3)
     assert not Score.objects.filter(user_id=USER_ID).exists()
     assert not Attempt.objects.filter(user_id=USER_ID).exists()
+
+
+# --- The schema -----------------------------------------------------------------------------------
+
+
+def test_the_schema_describes_the_privacy_routes(anon) -> None:
+    schema = anon.get("/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    route = schema["paths"]["/privacy/users/{user_id}"]
+
+    assert sorted(route) == ["delete", "get"]
+    export, erase = route["get"], route["delete"]
+    assert (export["operationId"], export["tags"]) == ("privacy_export", ["privacy"])
+    assert (erase["operationId"], erase["tags"]) == ("privacy_erase", ["privacy"])
+    assert [p["name"] for p in export["parameters"]] == ["user_id"]
+    assert [p["name"] for p in erase["parameters"]] == ["reason", "user_id"]
+    assert sorted(export["responses"]) == ["200", "400", "401", "404", "405", "414", "429", "503"]
+    assert sorted(erase["responses"]) == [
+        *("200", "400", "401", "403", "404", "405", "414", "429", "503")
+    ]
+    components = schema["components"]["schemas"]
+    assert sorted(components["PrivacyExport"]["properties"]) == ["attempts", "scores", "user_id"]
+    assert sorted(components["Erasure"]["required"]) == [
+        "attempts_deleted",
+        "scores_deleted",
+        "user_id",
+    ]
