@@ -4,7 +4,10 @@ facet counts, no date hierarchy), and the statistics page reads the trigger-main
 ``exercise_stats`` counters, never ``scores``.
 
 Staff corrections are written through ``scores.services`` like every other write, so they are
-logged as attempts (recorded by the staff account's username).
+logged as attempts (recorded by the staff account's username). Staff give a reason for each
+change and deletion of a score: it goes to the attempt log (changes) and to the audit log
+(``scores.audit``), with who did it. The audit log is shown read-only; API tokens issued or
+revoked here are audited too.
 """
 
 from __future__ import annotations
@@ -15,20 +18,29 @@ from typing import Any, cast
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import F, FloatField, Q, QuerySet
 from django.db.models.functions import Cast
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
+from scores import audit
 from scores.csv_export import csv_chunks
-from scores.models import Score
+from scores.models import AuditEntry, Score
 from scores.selectors import (
     attempts_of_score,
     exercise_stats,
@@ -37,7 +49,7 @@ from scores.selectors import (
     with_rates,
 )
 from scores.services import Write, WriteMode, score_delete, score_write, scores_delete_by_ids
-from scores.validation import InvalidValue, parse_id_text
+from scores.validation import REASON_MAX, InvalidValue, parse_id_text, parse_reason
 from scores.writes import points_rules
 
 ATTEMPTS_SHOWN = 200
@@ -139,13 +151,56 @@ class ExerciseFilter(IdFilter):
 SEARCH_PREFIXES = {"user": "user_id", "exercise": "exercise_id"}
 
 
+REASON_HELP = (
+    f"Why (at most {REASON_MAX} characters). Kept in the attempt log, which the learner can "
+    "read, and in the audit log with your username."
+)
+
+
+def reason_field(*, required: bool) -> forms.CharField:
+    return forms.CharField(
+        max_length=REASON_MAX,
+        required=required,
+        strip=False,  # stored as written, as the API stores it
+        help_text=REASON_HELP,
+        widget=forms.TextInput(attrs={"size": 80}),
+    )
+
+
+def clean_reason(value: str) -> str | None:
+    """A reason as the API reads it (``scores.validation.parse_reason``).
+
+    Raises:
+        ValidationError: what the API would refuse.
+    """
+    try:
+        return parse_reason(value)
+    except InvalidValue as exc:
+        raise forms.ValidationError(str(exc)) from exc
+
+
+class ReasonForm(forms.Form):
+    """The reason asked on the delete confirmations (one score, or the selected ones)."""
+
+    reason = reason_field(required=True)
+
+    def clean_reason(self) -> str | None:
+        return clean_reason(self.cleaned_data["reason"])
+
+
 class ScoreForm(forms.ModelForm):
     """A staff edit: ``points`` and ``max_points`` follow the API's rules (both or neither,
-    points no more than max_points), each error under its field."""
+    points no more than max_points), each error under its field; ``reason`` is required to
+    change a score (``ScoreAdmin.get_form``)."""
+
+    reason = reason_field(required=False)
 
     class Meta:
         model = Score
-        fields = ["user_id", "exercise_id", "correct", "points", "max_points"]
+        fields = ["user_id", "exercise_id", "correct", "points", "max_points", "reason"]
+
+    def clean_reason(self) -> str | None:
+        return clean_reason(self.cleaned_data["reason"])
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
@@ -200,10 +255,17 @@ class ScoreAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     list_per_page = 50
     ordering = ["-id"]
-    actions = ["export_csv"]
+    actions = ["export_csv", "delete_selected"]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ScoreChangeList
+
+    def get_form(
+        self, request: HttpRequest, obj: Score | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.base_fields["reason"].required = obj is not None  # a change needs a reason
+        return form
 
     def get_readonly_fields(self, request: HttpRequest, obj: Score | None = None) -> Any:
         if obj is None:  # the write service sets the history of a new score
@@ -267,6 +329,9 @@ class ScoreAdmin(admin.ModelAdmin):
         return super().changelist_view(request, {**(extra_context or {}), "grading_policy": policy})
 
     def save_model(self, request: HttpRequest, obj: Score, form: Any, change: bool) -> None:
+        """Through the write service (the admin's transaction holds the write and its audit
+        entry together)."""
+        reason = form.cleaned_data.get("reason")
         result = score_write(
             write=Write(
                 user_id=obj.user_id,
@@ -274,6 +339,7 @@ class ScoreAdmin(admin.ModelAdmin):
                 correct=obj.correct,
                 points=obj.points,
                 max_points=obj.max_points,
+                reason=reason,
             ),
             recorded_by=request.user.get_username(),
             mode=WriteMode.UPDATE if change else WriteMode.CREATE,
@@ -281,16 +347,61 @@ class ScoreAdmin(admin.ModelAdmin):
         )
         for field, value in result.score.items():
             setattr(obj, field, value)
+        audit.record(
+            audit.account_actor(request.user),
+            "score.changed" if change else "score.added",
+            audit.score_target(result.score),
+            reason,
+        )
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        """Django's confirmation, with a reason to give (the template
+        ``admin/scores/score/delete_confirmation.html``); without one it is shown again."""
+        if request.method == "POST" and not self._reason_given(request):
+            return HttpResponseRedirect(request.get_full_path())  # the confirmation again
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(permissions=["delete"], description="Delete selected scores")
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[Score]
+    ) -> HttpResponse | None:
+        """Django's action, with a reason to give on its confirmation (the template
+        ``admin/scores/score/delete_selected_confirmation.html``)."""
+        if request.POST.get("post") and not self._reason_given(request):
+            unconfirmed = request.POST.copy()
+            del unconfirmed["post"]  # not confirmed: Django shows the confirmation again
+            request.POST = unconfirmed  # type: ignore[assignment]  # the stubs say read-only
+        return django_delete_selected(self, request, queryset)
+
+    def _reason_given(self, request: HttpRequest) -> bool:
+        form = ReasonForm(request.POST)
+        if form.is_valid():
+            return True
+        for message in form.errors.get("reason", []):
+            messages.error(request, f"Reason: {message}")
+        return False
 
     def delete_model(self, request: HttpRequest, obj: Score) -> None:
-        score_delete(score_id=obj.pk)
+        score_delete(
+            score_id=obj.pk,
+            actor=audit.account_actor(request.user),
+            reason=self._reason(request),
+        )
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Score]) -> None:
         """ "Delete selected scores": through the write service, so that each deletion is an
-        event too."""
+        event and an audit entry too."""
         ids = list(queryset.values_list("id", flat=True))
+        actor, reason = audit.account_actor(request.user), self._reason(request)
         for start in range(0, len(ids), DELETE_BATCH):
-            scores_delete_by_ids(ids=ids[start : start + DELETE_BATCH])
+            scores_delete_by_ids(ids=ids[start : start + DELETE_BATCH], actor=actor, reason=reason)
+
+    def _reason(self, request: HttpRequest) -> str | None:
+        """The confirmed deletion's reason (checked by ``_reason_given``)."""
+        form = ReasonForm(request.POST)
+        return form.cleaned_data["reason"] if form.is_valid() else None
 
     @admin.action(description="Export selected scores as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Score]) -> StreamingHttpResponse:
@@ -367,3 +478,54 @@ class ScoreAdmin(admin.ModelAdmin):
             },
         }
         return TemplateResponse(request, "admin/scores/score/statistics.html", context)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit log, read-only for everyone: entries are appended by the code that acts, and
+    the database refuses to change or delete them (``scores.audit``)."""
+
+    list_display = ["at", "actor", "action", "target", "reason"]
+    list_filter = ["action"]
+    search_fields = ["actor", "target"]
+    search_help_text = "Actor or target contains, e.g. staff:alice or user 42."
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedCountPaginator
+    list_per_page = 100
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class AuditedTokenAdmin(TokenAdmin):
+    """DRF's token admin, each token issued or revoked here written to the audit log (by the
+    account it belongs to, never its key). A token's account is fixed once issued."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ["user"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            audit.record(audit.account_actor(request.user), "token.issued", token_target(obj))
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        target = token_target(obj)
+        super().delete_model(request, obj)
+        audit.record(audit.account_actor(request.user), "token.revoked", target)
+
+
+def token_target(token: Any) -> str:
+    """An API token by its account: ``token of account <username>``."""
+    return f"token of account {token.user.get_username()}"

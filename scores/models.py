@@ -9,9 +9,17 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from scores.validation import MAX_ID, MAX_POINTS
+from scores.validation import MAX_ID, MAX_POINTS, REASON_MAX
 
-__all__ = ["MAX_ID", "STATS_SHARDS", "Attempt", "ExerciseStats", "Score"]
+__all__ = [
+    "MAX_ID",
+    "STATS_SHARDS",
+    "Attempt",
+    "AuditEntry",
+    "ExerciseStats",
+    "Score",
+    "ScoreEvent",
+]
 
 # Points and max_points both null, or 0 <= points <= max_points and 0 < max_points <= 1,000,000.
 POINTS_VALID = models.Q(points__isnull=True, max_points__isnull=True) | models.Q(
@@ -118,8 +126,9 @@ class Attempt(models.Model):
     """One write of a score, as it arrived: the append-only log behind ``Score``.
 
     Written by the write service in the transaction that changes the score; never updated.
-    ``score_id`` is not a foreign key: the log outlives a deleted score, and a bulk reload of
-    ``scores`` (TRUNCATE) does not have to cascade into history.
+    ``score_id`` is not a foreign key: the log outlives a deleted score (until its user is
+    erased: ``scores.privacy``), and a bulk reload of ``scores`` (TRUNCATE) does not have to
+    cascade into history.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -135,6 +144,9 @@ class Attempt(models.Model):
     created_score = models.BooleanField(help_text="This attempt created the score.")
     points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
     max_points = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    # Why it was written, as the writer said (null: no reason given). Nullable without a
+    # default, so that adding it to a log of millions of rows changed only the catalog.
+    reason = models.CharField(max_length=REASON_MAX, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         db_table = "score_attempts"
@@ -151,6 +163,8 @@ class Attempt(models.Model):
         indexes = [
             # A score's attempts, oldest first (the attempts endpoints and the admin inline).
             models.Index(fields=["score_id", "attempted_at", "id"], name="attempts_score_idx"),
+            # One user's whole log, in log order: their data export and their erasure.
+            models.Index(fields=["user_id", "id"], name="attempts_user_idx"),
         ]
 
     def __str__(self) -> str:
@@ -194,7 +208,36 @@ class ScoreEvent(models.Model):
                 fields=["id"], condition=models.Q(sequence__isnull=True), name="events_unsequenced"
             ),
             models.Index(fields=["time"], name="events_time_idx"),  # retention
+            # An erasure removes the erased user's earlier events (scores.privacy).
+            models.Index(fields=["user_id"], name="events_user_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.type} of score {self.score_id} (#{self.sequence})"
+
+
+class AuditEntry(models.Model):
+    """Who did what beyond ordinary score writes (``scores.audit``): deletions, erasures, API
+    tokens issued or revoked, staff edits in the admin, webhook subscription changes.
+
+    Append-only, and the database enforces it: on PostgreSQL a trigger refuses every UPDATE
+    and every DELETE, except a DELETE in a transaction of the retention command
+    (``manage.py purge_audit``); on SQLite, triggers refuse both. No score values, tokens or
+    secrets are written here: ``target`` names things by their ids.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(default=timezone.now, db_default=Now())
+    actor = models.CharField(max_length=200, help_text="Who: user:<id>, staff:<username>, ...")
+    action = models.CharField(max_length=32, help_text="What, e.g. score.deleted, user.erased.")
+    target = models.CharField(max_length=200, help_text="What it was done to, by ids.")
+    reason = models.CharField(max_length=REASON_MAX, blank=True, default="")
+
+    class Meta:
+        db_table = "audit_entries"
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["at"], name="audit_at_idx")]  # retention
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"

@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 from scores.models import MAX_ID
 from scores.serializers import ErrorSerializer, ScoreSerializer
+from scores.validation import REASON_MAX
 
 
 class UsersServiceBearerScheme(OpenApiAuthenticationExtension):
@@ -72,6 +73,13 @@ USER_ID_QUERY = OpenApiParameter(
     description="Whose score (privileged callers; defaults to the caller).",
 )
 EXERCISE_ID_PATH = OpenApiParameter("exercise_id", ID_SCHEMA, OpenApiParameter.PATH)
+REASON_QUERY = OpenApiParameter(
+    "reason",
+    {"type": "string", "maxLength": REASON_MAX},
+    OpenApiParameter.QUERY,
+    description=f"Why (at most {REASON_MAX} characters, no control characters), kept in the "
+    "audit log.",
+)
 SCORE_ID_PATH = OpenApiParameter(
     "id", {"type": "integer", "minimum": 1}, OpenApiParameter.PATH, description="The score's id."
 )

@@ -139,6 +139,7 @@ ATTEMPT_FIELDS = (
     "applied",
     "points",
     "max_points",
+    "reason",
 )
 
 
@@ -259,16 +260,23 @@ EXPORT_BATCH = 5000
 
 
 def scores_for_export(rows: QuerySet[Score, Any]) -> Iterator[tuple[Any, ...]]:
-    """Every row of ``rows`` as a tuple of ``EXPORT_FIELDS``, in id order, in constant memory.
+    """Every row of ``rows`` as a tuple of ``EXPORT_FIELDS``, in id order, in constant memory
+    (``in_id_order``)."""
+    return in_id_order(rows.values_list(*EXPORT_FIELDS), key=lambda row: row[0])
+
+
+def in_id_order(rows: QuerySet[Any, Any], *, key: Any, batch: int = EXPORT_BATCH) -> Iterator[Any]:
+    """The rows of ``rows`` (a ``values`` or ``values_list`` queryset of a table with an ``id``)
+    in id order, in constant memory; ``key(row)`` is a row's id.
 
     A server-side cursor streams them; where those are disabled (PgBouncer in transaction mode:
     ``DISABLE_SERVER_SIDE_CURSORS``) keyset batches by id do.
     """
-    ordered = rows.order_by("id").values_list(*EXPORT_FIELDS)
+    ordered = rows.order_by("id")
     if not connections[ordered.db].settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
-        yield from ordered.iterator(chunk_size=EXPORT_BATCH)
+        yield from ordered.iterator(chunk_size=batch)
         return
     last_id = 0
-    while batch := list(ordered.filter(id__gt=last_id)[:EXPORT_BATCH]):
-        yield from batch
-        last_id = batch[-1][0]
+    while page := list(ordered.filter(id__gt=last_id)[:batch]):
+        yield from page
+        last_id = key(page[-1])

@@ -39,6 +39,10 @@ def write_field(name: str, *, required: bool, help_text: str | None = None) -> s
         return serializers.DateTimeField(**options)
     if kind == ("string", "uuid"):
         return serializers.UUIDField(**options)
+    if kind == ("string", None):
+        return serializers.CharField(
+            max_length=spec.schema["maxLength"], allow_blank=True, **options
+        )
     if kind == ("number", None):
         return serializers.DecimalField(
             max_digits=9, decimal_places=2, coerce_to_string=False, **options
@@ -87,6 +91,7 @@ class ScoreWriteSerializer(WriteSerializer):
     user_id = write_field("user_id", required=False)
     attempted_at = write_field("attempted_at", required=False)
     attempt_id = write_field("attempt_id", required=False)
+    reason = write_field("reason", required=False)
 
 
 class ScoreCorrectSerializer(WriteSerializer):
@@ -100,6 +105,7 @@ class ScoreCorrectSerializer(WriteSerializer):
     )
     attempted_at = write_field("attempted_at", required=False)
     attempt_id = write_field("attempt_id", required=False)
+    reason = write_field("reason", required=False)
 
 
 class ScoreUpdateSerializer(WriteSerializer):
@@ -115,6 +121,7 @@ class ScoreUpdateSerializer(WriteSerializer):
     )
     attempted_at = write_field("attempted_at", required=False)
     attempt_id = write_field("attempt_id", required=False)
+    reason = write_field("reason", required=False)
 
 
 class BulkItemSerializer(WriteSerializer):
@@ -123,6 +130,7 @@ class BulkItemSerializer(WriteSerializer):
     correct, points, max_points = result_fields().values()
     attempted_at = write_field("attempted_at", required=False)
     attempt_id = write_field("attempt_id", required=False)
+    reason = write_field("reason", required=False)
 
 
 class BulkSerializer(serializers.Serializer):
@@ -189,6 +197,28 @@ class AttemptSerializer(serializers.Serializer):
     max_points = serializers.DecimalField(
         max_digits=9, decimal_places=2, coerce_to_string=False, allow_null=True
     )
+    reason = serializers.CharField(
+        allow_null=True, help_text="Why it was written, as the writer said (null: not said)."
+    )
+
+
+class PrivacyExportSerializer(serializers.Serializer):
+    """Everything stored about one user (``GET /privacy/users/{user_id}``)."""
+
+    user_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    scores = ScoreSerializer(many=True, help_text="Their scores, in id order.")
+    attempts = AttemptSerializer(
+        many=True,
+        help_text="Their whole attempt log in id order, also of scores deleted since.",
+    )
+
+
+class ErasureSerializer(serializers.Serializer):
+    """What ``DELETE /privacy/users/{user_id}`` erased (zeros: there was nothing)."""
+
+    user_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    scores_deleted = serializers.IntegerField(min_value=0)
+    attempts_deleted = serializers.IntegerField(min_value=0)
 
 
 class BulkResultSerializer(serializers.Serializer):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from scores import audit
 from scores.models import Attempt
 from scores.selectors import ScoreRow, score_by_id, score_row
 from scores.statements import (
@@ -106,6 +107,10 @@ class BulkWrite:
 _ATTEMPTS = 3  # a concurrent replay's unique-key violation is answered by reading again
 
 
+class _ScoreVanished(Exception):
+    """An upsert's score was deleted (or erased) between its two statements: write again."""
+
+
 def score_write(
     *,
     write: Write,
@@ -149,7 +154,9 @@ def _write_retrying(write: Write, recorded_by: str, mode: WriteMode, policy: str
             if write.attempt_id is None:
                 raise
             # A concurrent write logged this attempt_id first: answer as its replay.
-    raise RuntimeError("attempt_id kept conflicting")  # pragma: no cover
+        except _ScoreVanished:
+            pass  # the upsert now finds no score: it creates one
+    raise RuntimeError("the write kept meeting concurrent changes")  # pragma: no cover
 
 
 def _write_one(write: Write, recorded_by: str, mode: WriteMode, policy: str) -> ScoreWrite:
@@ -160,6 +167,8 @@ def _write_one(write: Write, recorded_by: str, mode: WriteMode, policy: str) -> 
     if mode is WriteMode.CREATE:
         raise ScoreExists()
     if not current:
+        if mode is WriteMode.UPSERT:
+            raise _ScoreVanished()
         raise ScoreNotFound()
     return ScoreWrite(score=current[0], created=False, applied=False)
 
@@ -296,6 +305,7 @@ def _write_many_retrying(writes: Sequence[Write], recorded_by: str) -> BulkWrite
 
 
 def _write_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
+    lock_users({write.user_id for write in writes}, exclusive=False)
     recorded = _recorded(writes)
     todo = []
     for index, write in enumerate(writes):
@@ -319,9 +329,42 @@ def _write_many(writes: Sequence[Write], recorded_by: str) -> BulkWrite:
     )
 
 
-def scores_delete(*, where: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+# --- Users' write locks ----------------------------------------------------------------------
+
+USER_LOCKS = 0x75_73_72_73  # "usrs": the first key of the users' advisory locks
+USER_LOCK_SLOTS = 64  # users share slots, so a batch of many users takes few locks
+
+
+def lock_users(user_ids: Collection[int], *, exclusive: bool) -> None:
+    """PostgreSQL: take, until the end of the caller's transaction, the advisory locks of the
+    slots of these users (``user_id % USER_LOCK_SLOTS``), in slot order; nothing elsewhere
+    (SQLite runs one write transaction at a time).
+
+    A write of several scores in one transaction (bulk, CSV import batches) takes them shared
+    before its first statement, an erasure exclusive: so an erasure sees all of such a write
+    or none of it. (A write of one score needs none: its row lock settles the order.)
+    """
+    if connection.vendor != "postgresql" or not user_ids:
+        return
+    slots = sorted({user_id % USER_LOCK_SLOTS for user_id in user_ids})
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_SLOTS[exclusive], [USER_LOCKS, slots])
+
+
+_LOCK_SLOTS = {
+    True: "SELECT pg_advisory_xact_lock(%s, slot) FROM unnest(%s::integer[]) AS slot ORDER BY slot",
+    False: "SELECT pg_advisory_xact_lock_shared(%s, slot) "
+    "FROM unnest(%s::integer[]) AS slot ORDER BY slot",
+}
+
+
+def scores_delete(
+    *, where: str, params: dict[str, Any], actor: str | None = None, reason: str | None = None
+) -> list[dict[str, Any]]:
     """Delete the scores matching ``where`` (SQL over ``scores`` with named ``params``) and
-    append their ``score.deleted`` events, atomically; the deleted scores' ids."""
+    append their ``score.deleted`` events, atomically; the deleted scores' ids. With an
+    ``actor``, each deletion is also an entry of the audit log (``score.deleted``, with the
+    ``reason``), in the same transaction."""
     vendor = connection.vendor
     now = timezone.now()
     statement = delete_statement(vendor, where)
@@ -331,24 +374,31 @@ def scores_delete(*, where: str, params: dict[str, Any]) -> list[dict[str, Any]]
         deleted = [dict(zip(DELETED_FIELDS, row, strict=True)) for row in cursor]
         if vendor != "postgresql":
             _append_events([(row, "score.deleted") for row in deleted], now)
+        if actor is not None:
+            targets = (audit.score_target(row) for row in deleted)
+            audit.record_each(actor, "score.deleted", targets, reason)
     EVENTS_APPENDED.inc(len(deleted))
     return deleted
 
 
-def score_delete(*, score_id: int) -> bool:
-    """Delete one score and append its ``score.deleted`` event (its attempt log stays);
-    True if it existed."""
-    return bool(scores_delete(where="id = %(score_id)s", params={"score_id": score_id}))
+def score_delete(*, score_id: int, actor: str, reason: str | None = None) -> bool:
+    """Delete one score, append its ``score.deleted`` event and its audit entry (``actor``
+    deleted it, for ``reason``); its attempt log stays. True if it existed."""
+    deleted = scores_delete(
+        where="id = %(score_id)s", params={"score_id": score_id}, actor=actor, reason=reason
+    )
+    return bool(deleted)
 
 
-def scores_delete_by_ids(*, ids: Sequence[int]) -> int:
-    """Delete the scores with these ids and append their events; how many there were."""
+def scores_delete_by_ids(*, ids: Sequence[int], actor: str, reason: str | None = None) -> int:
+    """Delete the scores with these ids, append their events and audit entries; how many
+    there were."""
     value: list[int] | str
     if connection.vendor == "postgresql":
         where, value = "id = ANY(%(ids)s)", list(ids)
     else:
         where, value = "id IN (SELECT value FROM json_each(%(ids)s))", json.dumps(list(ids))
-    return len(scores_delete(where=where, params={"ids": value}))
+    return len(scores_delete(where=where, params={"ids": value}, actor=actor, reason=reason))
 
 
 def _append_events(changes: Sequence[tuple[Mapping[str, Any], str]], now: datetime) -> None:

@@ -288,12 +288,18 @@ def _log(score_id: str, applied: str, created: str) -> str:
 @functools.cache
 def current_statement(vendor: str, *, log: bool) -> str:
     """The scores of the attempts of ``a`` as they are (``SCORE_FIELDS`` and ``item``); with
-    ``log`` (PostgreSQL only) the same statement logs those attempts as not applied."""
+    ``log`` (PostgreSQL only) the same statement logs those attempts as not applied.
+
+    On PostgreSQL the scores are locked (``FOR KEY SHARE``) until the log rows commit, so a
+    concurrent deletion or erasure of the score either waits for them (and erases them too)
+    or has committed first (and the score is not found)."""
     fields = ", ".join(f"scores.{name}" for name in SCORE_FIELDS)
     current = (
         f"SELECT {fields}, a.item FROM {_input(vendor)} JOIN scores "
         "ON scores.user_id = a.user_id AND scores.exercise_id = a.exercise_id"
     )
+    if vendor == "postgresql":
+        current += " FOR KEY SHARE OF scores"
     if not log:
         return current
     return (

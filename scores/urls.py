@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import Route, SimpleRouter
 
-from scores import views
+from scores import views, views_privacy
 
 OPTIONAL_SLASH = "/?"
 
@@ -37,6 +37,11 @@ urlpatterns = [
     re_path(optional_slash("scores/ping"), views.PingView.as_view(), name="ping"),
     *router.urls,
     re_path(optional_slash("events"), views.EventsView.as_view(), name="events"),
+    re_path(
+        optional_slash(r"privacy/users/(?P<user_id>[^/]+)"),
+        views_privacy.PrivacyUserView.as_view(),
+        name="privacy-user",
+    ),
     re_path(optional_slash("health"), views.HealthView.as_view(), name="health"),
     re_path(optional_slash("ready"), views.ReadyView.as_view(), name="ready"),
     re_path(optional_slash("schema"), views.SchemaView.as_view(), name="schema"),

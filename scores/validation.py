@@ -1,5 +1,6 @@
-"""The one validation of what clients send: ids, booleans, timestamps and UUIDs, as JSON values
-(request bodies) or as text (query parameters, path segments, CSV cells, admin filters).
+"""The one validation of what clients send: ids, booleans, timestamps, UUIDs, points and reasons,
+as JSON values (request bodies) or as text (query parameters, path segments, CSV cells, admin
+forms).
 
 Every input path calls these parsers, so a value means the same wherever it arrives and a bad
 one is refused with the same message. They are strict on purpose: ASCII digits only
@@ -237,3 +238,34 @@ def _points(value: Decimal) -> Decimal:
 
 
 CENT = Decimal("0.01")
+
+
+# --- reasons ----------------------------------------------------------------------------------
+
+REASON_MAX = 500
+REASON_INVALID = "Must be a string."
+REASON_TOO_LONG = f"Must be at most {REASON_MAX} characters."
+REASON_CONTROL = "Must not contain control characters (U+0000-U+001F, U+007F-U+009F)."
+REASON_ENCODING = "Must be valid Unicode text (no lone surrogates)."
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def parse_reason(value: Any) -> str | None:
+    """Why a write or a deletion was made, in a person's words: a string of at most 500
+    characters (code points, as PostgreSQL counts them) on one line, with no control
+    characters at all; an empty string is no reason (None). Stored in the attempt log and the
+    audit log, never interpreted."""
+    if not isinstance(value, str):
+        raise InvalidValue(REASON_INVALID)
+    if _CONTROL.search(value):
+        raise InvalidValue(REASON_CONTROL)
+    if len(value) > REASON_MAX:
+        raise InvalidValue(REASON_TOO_LONG)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # "\ud800" in JSON parses, and no database stores it
+        raise InvalidValue(REASON_ENCODING) from exc
+    return value or None
+
+
+parse_reason_text = parse_reason

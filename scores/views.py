@@ -26,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from scores.audit import actor_of
 from scores.callers import Caller, caller_of
 from scores.csv_export import CSV_HEADER, csv_chunks
 from scores.events import as_cloudevents, wait_for_events
@@ -36,6 +37,7 @@ from scores.pagination import AttemptCursorPagination, ExerciseCursorPagination,
 from scores.permissions import IsPrivileged, IsScoresCaller, action_of, target_user_id
 from scores.schema import (
     EXERCISE_ID_PATH,
+    REASON_QUERY,
     SCORE_ID_PATH,
     USER_ID_QUERY,
     error_responses,
@@ -84,6 +86,7 @@ from scores.validation import (
     parse_path_id,
     parse_pk_text,
     parse_range_text,
+    parse_reason_text,
     parse_seconds_text,
 )
 
@@ -162,7 +165,8 @@ def score_response(score: ScoreRow, created: bool = False) -> Response:
     ),
     destroy=extend_schema(
         summary="Delete a score (privileged callers)",
-        parameters=[SCORE_ID_PATH],
+        description="The deletion is written to the audit log, with the caller and `reason`.",
+        parameters=[SCORE_ID_PATH, REASON_QUERY],
         responses={204: OpenApiResponse(description="Deleted."), **error_responses(403, 404)},
     ),
 )
@@ -228,15 +232,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
     ) -> Response:
         """Apply a validated write body through the write service; 201 when it created the
         score (also when replayed), else 200."""
-        write = Write(
-            user_id=user_id,
-            exercise_id=exercise_id,
-            correct=data["correct"],
-            attempt_id=data.get("attempt_id"),
-            attempted_at=data.get("attempted_at"),
-            points=data.get("points"),
-            max_points=data.get("max_points"),
-        )
+        write = Write(**{**data, "user_id": user_id, "exercise_id": exercise_id})
         try:
             result = score_write(
                 write=write, recorded_by=self.caller.name, mode=mode, correction=correction
@@ -297,7 +293,8 @@ class ScoreViewSet(viewsets.GenericViewSet):
 
     def destroy(self, request: Request, pk: str) -> Response:
         score = self.get_object()
-        if not score_delete(score_id=score["id"]):
+        reason = query_value(request, "reason", parse_reason_text, None)
+        if not score_delete(score_id=score["id"], actor=actor_of(self.caller), reason=reason):
             raise exceptions.NotFound(NO_SUCH_SCORE)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

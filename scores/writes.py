@@ -22,6 +22,7 @@ from typing import Any, Literal
 from scores.validation import (
     MAX_POINTS,
     NULL,
+    REASON_MAX,
     REQUIRED,
     InvalidValue,
     parse_attempted_at,
@@ -31,6 +32,8 @@ from scores.validation import (
     parse_id_text,
     parse_points,
     parse_points_text,
+    parse_reason,
+    parse_reason_text,
     parse_uuid,
     parse_uuid_text,
 )
@@ -42,7 +45,7 @@ BULK_MAX = 1000
 class Write:
     """One attempt at a score, validated: whose, which exercise, the result (``correct``, and
     ``points`` of ``max_points`` or neither), and its history fields (``attempt_id``,
-    ``attempted_at``: None when the client left them out)."""
+    ``attempted_at``, ``reason``: None when the client left them out)."""
 
     user_id: int
     exercise_id: int
@@ -51,6 +54,7 @@ class Write:
     attempted_at: datetime | None = None
     points: Decimal | None = None
     max_points: Decimal | None = None
+    reason: str | None = None
 
     def differences(self, recorded: Mapping[str, Any]) -> list[str]:
         """The fields in which this write differs from the logged attempt with its
@@ -145,6 +149,17 @@ WRITE_FIELDS: dict[str, WriteField] = {
             "Points available, more than 0, at most 1,000,000, at most 2 decimal places.",
             example=10,
         ),
+        WriteField(
+            "reason",
+            parse_reason,
+            parse_reason_text,
+            {"type": "string", "maxLength": REASON_MAX},
+            f"Why this write was made (a regrade, a correction), at most {REASON_MAX} "
+            "characters, no control characters; an empty one is none. Kept in the attempt "
+            "log, which the score's user can read.",
+            compared="if_given",
+            example="Regraded after the test suite was fixed",
+        ),
     )
 }
 POINTS_PAIR = ("points", "max_points")
@@ -226,7 +241,7 @@ def points_rules(
 
 
 ITEM_FIELDS = ("user_id", "exercise_id", "correct")
-ITEM_OPTIONAL = ("attempted_at", "attempt_id", *POINTS_PAIR)
+ITEM_OPTIONAL = ("attempted_at", "attempt_id", *POINTS_PAIR, "reason")
 
 
 def parse_item(data: Any, *, text: bool = False) -> Write:

@@ -265,7 +265,10 @@ def test_staff_edit_goes_through_the_write_service_and_logs_an_attempt(staffer) 
     score_write(write=Write(user_id=4, exercise_id=3, correct=False), recorded_by="grader")
     score = Score.objects.get()
 
-    response = staffer.post(f"{LIST}{score.id}/change/", {"correct": "on", "_save": "Save"})
+    response = staffer.post(
+        f"{LIST}{score.id}/change/",
+        {"correct": "on", "reason": "Test case 3 was wrong", "_save": "Save"},
+    )
 
     assert response.status_code == 302
     assert response["Location"] == LIST
@@ -274,9 +277,12 @@ def test_staff_edit_goes_through_the_write_service_and_logs_an_attempt(staffer) 
     ) == [(score.id, 4, 3, True, 2)]
     assert list(
         Attempt.objects.order_by("id").values_list(
-            "score_id", "user_id", "exercise_id", "correct", "recorded_by", "applied"
+            "score_id", "user_id", "exercise_id", "correct", "recorded_by", "applied", "reason"
         )
-    ) == [(score.id, 4, 3, False, "grader", True), (score.id, 4, 3, True, "staffer", True)]
+    ) == [
+        (score.id, 4, 3, False, "grader", True, None),
+        (score.id, 4, 3, True, "staffer", True, "Test case 3 was wrong"),
+    ]
 
 
 def test_staff_add_creates_through_the_write_service(admin_client) -> None:

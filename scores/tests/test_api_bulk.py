@@ -442,9 +442,11 @@ def test_an_empty_or_non_object_json_body_is_a_400_and_stores_nothing(
 
 
 # The upsert (on PostgreSQL with its events in the same statement: WITH ... INSERT), then the
-# attempt log (SQLite: the events in a statement of their own).
+# attempt log (SQLite: the events in a statement of their own). On PostgreSQL the batch first
+# takes its users' write locks, shared (SELECT pg_advisory_xact_lock_shared: an erasure of one
+# of them sees all of the batch or none of it).
 WRITE = (
-    ["SAVEPOINT", "WITH", "INSERT", "RELEASE"]
+    ["SAVEPOINT", "SELECT", "WITH", "INSERT", "RELEASE"]
     if connection.vendor == "postgresql"
     else ["SAVEPOINT", "INSERT", "INSERT", "INSERT", "RELEASE"]
 )

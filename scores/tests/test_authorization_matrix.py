@@ -176,6 +176,15 @@ MATRIX: dict[str, dict[str, tuple[int, ...]]] = {
         "PATCH": NOT_ALLOWED,
         "DELETE": NOT_ALLOWED,
     },
+    "/privacy/users/4": {
+        "GET": OWNERS_READ,  # the user themself or privileged; anyone else a 404
+        "HEAD": OWNERS_READ,
+        "OPTIONS": API_READ,
+        "POST": NOT_ALLOWED,
+        "PUT": NOT_ALLOWED,
+        "PATCH": NOT_ALLOWED,
+        "DELETE": (401, 403, 404, 401, 200, 200, 403),  # privileged only; another's is a 404
+    },
     "/scores/ping": public("GET", "HEAD", "OPTIONS"),
     "/health": public("GET", "HEAD", "OPTIONS"),
     "/ready": public("GET", "HEAD", "OPTIONS"),
@@ -195,6 +204,7 @@ SELF_REPORT_OFF: dict[tuple[str, str], tuple[int, ...]] = {
     ("/scores/{id}", "DELETE"): (401, 403, 404, 401, 204, 204, 403),
     ("/scores/user/7?user_id=4", "PUT"): (401, 403, 403, 401, 200, 200, 403),
     ("/scores/bulk", "POST"): (401, 403, 403, 401, 200, 200, 403),
+    ("/privacy/users/4", "DELETE"): (401, 403, 404, 401, 200, 200, 403),
 }
 
 # Valid bodies for the writes a route has (anything else gets its 405 before parsing).

@@ -366,7 +366,8 @@ def test_import_of_an_unreadable_file_is_a_one_line_error(tmp_path, text, messag
         run("import_scores", path)
 
     header = (
-        "user_id,exercise_id,correct[,attempted_at][,attempt_id][,points][,max_points] (any order)"
+        "user_id,exercise_id,correct[,attempted_at][,attempt_id][,points][,max_points][,reason] "
+        "(any order)"
     )
     assert str(raised.value) == f"{path}: " + message.format(h=header)
     assert stored() == []

@@ -187,11 +187,18 @@ def test_the_admins_change_and_deletes_append_their_events(staffer) -> None:
         score_write(write=Write(user_id=u, exercise_id=1, correct=False), recorded_by="g").score
         for u in (1, 2, 3)
     ]
-    staffer.post(f"/admin/scores/score/{scores[0]['id']}/change/", {"correct": "on"})
-    staffer.post(f"/admin/scores/score/{scores[1]['id']}/delete/", {"post": "yes"})
+    staffer.post(
+        f"/admin/scores/score/{scores[0]['id']}/change/", {"correct": "on", "reason": "Regrade"}
+    )
+    staffer.post(f"/admin/scores/score/{scores[1]['id']}/delete/", {"post": "yes", "reason": "X"})
     staffer.post(
         "/admin/scores/score/",
-        {"action": "delete_selected", "_selected_action": [scores[2]["id"]], "post": "yes"},
+        {
+            "action": "delete_selected",
+            "_selected_action": [scores[2]["id"]],
+            "post": "yes",
+            "reason": "Duplicate account",
+        },
     )
 
     assert events()[3:] == [

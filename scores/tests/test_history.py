@@ -49,6 +49,7 @@ def attempt_json(attempt: Attempt) -> dict:
         "applied": attempt.applied,
         "points": None if attempt.points is None else float(attempt.points),
         "max_points": None if attempt.max_points is None else float(attempt.max_points),
+        "reason": attempt.reason,
     }
 
 
@@ -96,7 +97,9 @@ def test_a_staff_correction_in_the_admin_is_logged(admin_client) -> None:
     score = ScoreFactory(user_id=9, exercise_id=2, correct=False)
 
     response = admin_client.post(
-        f"/admin/scores/score/{score.id}/change/", {"correct": "on"}, follow=False
+        f"/admin/scores/score/{score.id}/change/",
+        {"correct": "on", "reason": "Appeal upheld"},
+        follow=False,
     )
 
     assert response.status_code == 302

@@ -365,6 +365,7 @@ CONTROL = ["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f"]
         ("attempt_id", "3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b{c}", "Must be a UUID"),
         ("attempt_id", "{c}3f2b9c1e-8d4a-4b7e-9f1a-2c3d4e5f6a7b", "Must be a UUID"),
         ("user_id", "4{c}", "Must be an integer."),
+        ("reason", "Regraded{c}", "Must not contain control characters"),
     ],
 )
 @pytest.mark.parametrize(
@@ -426,6 +427,7 @@ def test_a_control_character_in_a_filter_is_a_400_naming_it(
         "/scores/summary?user_id=5{c}",
         "/scores/user?user_id={c}5",
         "/scores/stats/exercises?exercise_id=5{c}",
+        "/privacy/users/5{c}",
     ],
 )
 def test_a_control_character_in_a_path_or_query_id_is_a_400(

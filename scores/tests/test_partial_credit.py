@@ -596,7 +596,7 @@ def test_a_staff_edit_of_points_is_checked_and_applies_as_a_correction(settings,
     url = f"/admin/scores/score/{result.score['id']}/change/"
 
     bad = staffer.post(url, {"correct": "on", "points": "11", "max_points": "10"})
-    good = staffer.post(url, {"points": "4", "max_points": "10"})
+    good = staffer.post(url, {"points": "4", "max_points": "10", "reason": "Partial credit"})
 
     assert bad.status_code == 200
     assert "Must not be more than max_points." in bad.content.decode()

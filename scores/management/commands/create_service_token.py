@@ -1,4 +1,5 @@
-"""Create a staff account with a DRF API token, e.g. for the grading service."""
+"""Create a staff account with a DRF API token, e.g. for the grading service; the token issued
+(and the one it replaces) are written to the audit log, by account name, never the key."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 from rest_framework.authtoken.models import Token
+
+from scores import audit
 
 
 class Command(BaseCommand):
@@ -43,8 +47,13 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(12)
             account.set_password(password)
             account.save(update_fields=["password"])
-        Token.objects.filter(user=account).delete()
-        token = Token.objects.create(user=account)
+        actor, target = audit.command_actor("create_service_token"), f"token of account {name}"
+        with transaction.atomic():  # the token and its audit entries together
+            revoked, _ = Token.objects.filter(user=account).delete()
+            if revoked:
+                audit.record(actor, "token.revoked", target)
+            token = Token.objects.create(user=account)
+            audit.record(actor, "token.issued", target)
         self.stdout.write(f"Staff account: {name}")
         if with_password:
             self.stdout.write(f"Admin login:   http://127.0.0.1:8000/admin/  {name} / {password}")
