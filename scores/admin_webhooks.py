@@ -135,7 +135,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "delivered_at",
         "created_at",
     ]
-    sortable_by: list[str] = []
+    sortable_by = ()  # newest first only: other orders of a long table have no index
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
