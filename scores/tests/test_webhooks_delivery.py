@@ -27,6 +27,7 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from scores.delivery import Sender, Worker, deliver_due, event_body, fan_out
@@ -725,3 +726,69 @@ def test_the_docs_consumer_refuses_a_delivery_signed_with_another_secret(
 
     assert handled == []
     assert deliveries()[0]["last_error"] == "Answered 400"
+
+
+# --- The backlog metric --------------------------------------------------------------------------
+
+AGE = "evalsvc_webhook_oldest_undelivered_event_age_seconds"
+
+
+def scraped_age(client: Any) -> float:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    [value] = [
+        sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+        if sample.name == AGE
+    ]
+    return float(value)
+
+
+def events_aged(seconds: int) -> None:
+    ScoreEvent.objects.update(time=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_the_backlog_age_is_zero_without_subscriptions(anon) -> None:
+    write(4, 7)
+    events_aged(600)
+
+    assert scraped_age(anon) == 0
+
+
+@pytest.mark.parametrize(
+    "stage",
+    ["not numbered yet", "numbered, not fanned out", "pending delivery"],
+)
+def test_the_backlog_age_is_the_oldest_event_a_subscription_has_not_received(
+    anon, receiver, stage
+) -> None:
+    subscription_create(url=receiver.url())
+    write(4, 7)
+    if stage != "not numbered yet":
+        sequence_events()
+    if stage == "pending delivery":
+        fan_out()
+    events_aged(90)
+
+    assert 90 <= scraped_age(anon) < 150
+
+
+def test_the_backlog_age_falls_to_zero_once_delivered(anon, receiver) -> None:
+    subscription_create(url=receiver.url())
+    write(4, 7)
+    events_aged(90)
+    one_round()
+
+    assert scraped_age(anon) == 0
+
+
+def test_a_paused_subscription_does_not_count_in_the_backlog(anon, receiver) -> None:
+    subscription = subscription_create(url=receiver.url())
+    write(4, 7)
+    sequence_events()
+    fan_out()
+    events_aged(90)
+    subscription_update(subscription=subscription, changes={"active": False})
+
+    assert scraped_age(anon) == 0
