@@ -254,7 +254,9 @@ class WebhookDelivery(models.Model):
     subscription = models.ForeignKey(  # indexed by webhook_deliveries_once, its first column
         WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
-    event = models.ForeignKey(ScoreEvent, on_delete=models.CASCADE, related_name="deliveries")
+    # DO_NOTHING: the retention purge deletes an event's deliveries itself, in one statement
+    # (a cascade would make Django load every purged event); the constraint stays.
+    event = models.ForeignKey(ScoreEvent, on_delete=models.DO_NOTHING, related_name="deliveries")
     sequence = models.BigIntegerField()
     user_id = models.IntegerField()
     exercise_id = models.IntegerField()

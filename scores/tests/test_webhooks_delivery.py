@@ -792,3 +792,25 @@ def test_a_paused_subscription_does_not_count_in_the_backlog(anon, receiver) -> 
     subscription_update(subscription=subscription, changes={"active": False})
 
     assert scraped_age(anon) == 0
+
+
+# --- Retention --------------------------------------------------------------------------------
+
+
+def test_purging_old_events_deletes_their_deliveries_in_a_few_statements(receiver) -> None:
+    from scores.events import purge_events
+
+    subscription_create(url=receiver.url())
+    for exercise_id in range(1, 6):
+        write(4, exercise_id)
+    sequence_events()
+    fan_out()
+    ScoreEvent.objects.filter(exercise_id__lte=3).update(time=timezone.now() - timedelta(days=30))
+
+    with CaptureQueriesContext(connection) as queries:
+        purged = purge_events(older_than=timedelta(days=7))
+
+    assert purged == 3
+    assert sorted(WebhookDelivery.objects.values_list("exercise_id", flat=True)) == [4, 5]
+    assert sorted(ScoreEvent.objects.values_list("exercise_id", flat=True)) == [4, 5]
+    assert len([q for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]) == 2
