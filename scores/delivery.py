@@ -8,14 +8,17 @@ row lock (``FOR UPDATE SKIP LOCKED``: several workers share the work). The write
 to the outbox; nothing here touches their tables but ``score_events``' numbering
 (``scores.events.sequence_events``).
 
-**Claiming.** ``deliver_due`` claims up to ``batch`` due deliveries with ``SELECT ... FOR
-UPDATE SKIP LOCKED`` and holds their row locks while it sends them, so no other worker sends
-one of them at the same time. A delivery is due when it is pending, its ``next_attempt_at``
-has come, its subscription is active and no earlier event of the same subscription, user and
-exercise is still pending (``NOT EXISTS``): a subscriber gets each (user, exercise)'s events in
-``sequence`` order, and a retried event holds back the later ones of its (user, exercise)
-only. A worker that dies mid-batch releases its locks with its connection; what it had sent
-in that batch but not recorded is sent again (at least once).
+**Claiming.** ``deliver_due`` takes the active subscriptions in turn and claims up to
+``batch`` of each one's due deliveries with ``SELECT ... FOR UPDATE SKIP LOCKED``, holding
+their row locks while it sends them, so no other worker sends one of them at the same time. A
+delivery is due when it is pending, its ``next_attempt_at`` has come and no earlier event of
+the same subscription, user and exercise is still pending (``NOT EXISTS``): a subscriber gets
+each (user, exercise)'s events in ``sequence`` order, and a retried event holds back the later
+ones of its (user, exercise) only. A subscriber that does not answer at all is sent nothing
+more until that delivery's retry (``WebhookSubscription.retry_at``), so a hanging subscriber
+costs a worker one timeout per retry, not one per event. A worker that dies mid-batch releases
+its locks with its connection; what it had sent in that batch but not recorded is sent again
+(at least once).
 
 **Sending.** A POST of the CloudEvent (the bytes ``GET /events`` shows for it), signed with
 the ``standardwebhooks`` library (``webhook-id`` the event's id, ``webhook-timestamp``,
@@ -50,7 +53,7 @@ import urllib3
 from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from drf_orjson_renderer.renderers import ORJSONRenderer
 from prometheus_client import REGISTRY, Counter, make_wsgi_app
@@ -275,10 +278,10 @@ def _fan_out_batch(subscription_id: int, batch: int) -> tuple[int, bool]:
 # --- Claiming, sending, recording -----------------------------------------------------------
 
 
-def due_deliveries(now: datetime) -> QuerySet[WebhookDelivery]:
-    """The deliveries that may be sent at ``now``: pending, due, of an active subscription,
-    and no earlier event of the same subscription, user and exercise still pending; soonest
-    first."""
+def due_deliveries(subscription: WebhookSubscription, now: datetime) -> QuerySet[WebhookDelivery]:
+    """``subscription``'s deliveries that may be sent at ``now``: pending, due, and no earlier
+    event of the same user and exercise still pending; soonest due first (the order of the
+    index ``webhook_deliveries_due``, so that a claim reads few rows however long the queue)."""
     earlier = WebhookDelivery.objects.filter(
         subscription=OuterRef("subscription"),
         user_id=OuterRef("user_id"),
@@ -288,38 +291,88 @@ def due_deliveries(now: datetime) -> QuerySet[WebhookDelivery]:
     )
     return (
         WebhookDelivery.objects.filter(
-            status=PENDING, next_attempt_at__lte=now, subscription__active=True
+            subscription=subscription, status=PENDING, next_attempt_at__lte=now
         )
         .filter(~Exists(earlier))
         .order_by("next_attempt_at", "sequence")
     )
 
 
+def ready_subscriptions(now: datetime) -> list[WebhookSubscription]:
+    """The active subscriptions that may be sent to at ``now`` (not waiting after a delivery
+    they did not answer)."""
+    return list(
+        WebhookSubscription.objects.filter(active=True)
+        .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
+        .order_by("id")
+    )
+
+
 def deliver_due(
     *, sender: Sender, batch: int = BATCH, stopping: Callable[[], bool] = lambda: False
 ) -> int:
-    """Claim up to ``batch`` due deliveries, send them one by one while their rows stay locked,
-    and record each outcome; how many it sent. Stops before the next one once ``stopping()``
-    (the claimed ones not sent stay as they were)."""
+    """One pass over the ready subscriptions: from each, claim up to ``batch`` due deliveries,
+    send them one by one while their rows stay locked, and record each outcome; how many it
+    sent. Stops before the next one once ``stopping()`` (the claimed ones not sent stay as
+    they were).
+
+    A subscriber that does not answer (no connection, no answer in time, an address refused)
+    is sent nothing more until that delivery's retry: one subscriber that hangs costs a worker
+    one ``WEBHOOK_TIMEOUT`` per retry, not one per event, and the others go on meanwhile."""
     sent = 0
+    for subscription in ready_subscriptions(timezone.now()):
+        if stopping():
+            break
+        sent += _deliver_batch(subscription, sender, batch, stopping)
+    return sent
+
+
+def _deliver_batch(
+    subscription: WebhookSubscription,
+    sender: Sender,
+    batch: int,
+    stopping: Callable[[], bool],
+) -> int:
+    done: list[WebhookDelivery] = []
+    counters: list[Counter] = []
+    waiting = subscription.retry_at is not None
     with _claiming():
         claimed = (
-            due_deliveries(timezone.now())
-            .select_related("event", "subscription")
+            due_deliveries(subscription, timezone.now())
+            .select_related("event")
             .select_for_update(skip_locked=True, of=("self",))[:batch]
         )
         for delivery in claimed:
             if stopping():
                 break
             outcome = sender.send(
-                url=delivery.subscription.url,
-                secret=delivery.subscription.secret,
+                url=subscription.url,
+                secret=subscription.secret,
                 message_id=str(delivery.event.event_id),
                 body=event_body(delivery.event),
             )
-            record_outcome(delivery, outcome)
-            sent += 1
-    return sent
+            counters += record_outcome(delivery, outcome)
+            done.append(delivery)
+            if outcome.status is None:  # no answer: nothing more to it until this retry
+                break
+        WebhookDelivery.objects.bulk_update(done, RECORDED)  # still locked: one statement
+        transaction.on_commit(lambda: _count(counters))
+    # After the claim's transaction: the subscription's row is not held while sending.
+    if done and done[-1].last_status is None:
+        retry_at = _subscription_retry(done[-1])
+        WebhookSubscription.objects.filter(id=subscription.id).update(retry_at=retry_at)
+    elif done and waiting:
+        WebhookSubscription.objects.filter(id=subscription.id).update(retry_at=None)
+    return len(done)
+
+
+def _subscription_retry(delivery: WebhookDelivery) -> datetime:
+    """When a subscriber that did not answer ``delivery`` is tried again: at its retry, or
+    after the first delay if it has failed for good."""
+    if delivery.status == PENDING:
+        return delivery.next_attempt_at
+    first = settings.WEBHOOK_RETRY_DELAYS[0] if settings.WEBHOOK_RETRY_DELAYS else 0
+    return timezone.now() + timedelta(seconds=float(first))
 
 
 def _claiming() -> AbstractContextManager[Any]:
@@ -340,8 +393,12 @@ def retry_delay(attempts: int) -> float | None:
     return float(delays[attempts - 1]) * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311
 
 
-def record_outcome(delivery: WebhookDelivery, outcome: Outcome) -> None:
-    """Save what an attempt did to ``delivery``: delivered, due again later, or failed."""
+RECORDED = ["attempts", "last_status", "last_error", "status", "delivered_at", "next_attempt_at"]
+
+
+def record_outcome(delivery: WebhookDelivery, outcome: Outcome) -> list[Counter]:
+    """Note on ``delivery`` (not saved: see ``RECORDED``) what an attempt did: delivered, due
+    again later, or failed; the counters it adds to."""
     now = timezone.now()
     delivery.attempts += 1
     delivery.last_status = outcome.status
@@ -350,32 +407,22 @@ def record_outcome(delivery: WebhookDelivery, outcome: Outcome) -> None:
     if outcome.delivered:
         delivery.status = DELIVERED
         delivery.delivered_at = now
+        return counters
+    delay = retry_delay(delivery.attempts)
+    if delay is None:
+        delivery.status = FAILED
+        counters.append(DELIVERIES_FAILED)
     else:
-        delay = retry_delay(delivery.attempts)
-        if delay is None:
-            delivery.status = FAILED
-            counters.append(DELIVERIES_FAILED)
-        else:
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
-        logger.warning(
-            "webhook %s: event %s not delivered (attempt %s, %s): %s",
-            delivery.subscription_id,
-            delivery.sequence,
-            delivery.attempts,
-            "failed for good" if delay is None else f"again in {delay:.0f} s",
-            outcome.error,
-        )
-    delivery.save(
-        update_fields=[
-            "attempts",
-            "last_status",
-            "last_error",
-            "status",
-            "delivered_at",
-            "next_attempt_at",
-        ]
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+    logger.warning(
+        "webhook %s: event %s not delivered (attempt %s, %s): %s",
+        delivery.subscription_id,
+        delivery.sequence,
+        delivery.attempts,
+        "failed for good" if delay is None else f"again in {delay:.0f} s",
+        outcome.error,
     )
-    transaction.on_commit(lambda: _count(counters))
+    return counters
 
 
 def _count(counters: Iterable[Counter]) -> None:
@@ -384,6 +431,12 @@ def _count(counters: Iterable[Counter]) -> None:
 
 
 # --- The worker -----------------------------------------------------------------------------
+
+# The claim's status is a bound parameter: a generic plan of the prepared statement
+# (PREPARED_STATEMENTS) could not use the indexes on pending deliveries, whose condition is
+# status = 'pending', and would read every delivery for every claimed one. Plans made for the
+# values given use them.
+CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 
 
 class Worker:
@@ -408,13 +461,16 @@ class Worker:
     def round(self) -> int:
         """Number and fan out new events, then deliver until nothing is due (or ``stop``);
         how many deliveries it sent."""
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(CUSTOM_PLANS)
         sequence_events()
         fan_out()
         sent = 0
         while not self.stop.is_set():
             count = deliver_due(sender=self.sender, batch=self.batch, stopping=self.stop.is_set)
             sent += count
-            if count < self.batch:
+            if not count:
                 break
         return sent
 

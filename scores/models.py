@@ -229,6 +229,12 @@ class WebhookSubscription(models.Model):
     cursor = models.BigIntegerField(
         default=0, help_text="Sequence of the last event turned into deliveries."
     )
+    retry_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="It did not answer: nothing is sent to it before this (its failed "
+        "delivery's next attempt).",
+    )
 
     class Meta:
         db_table = "webhook_subscriptions"
@@ -287,9 +293,9 @@ class WebhookDelivery(models.Model):
             ),
         ]
         indexes = [
-            # The worker's claim: the pending deliveries that are due, soonest first.
+            # The worker's claim: a subscription's pending deliveries, soonest due first.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["subscription", "next_attempt_at", "sequence"],
                 condition=models.Q(status="pending"),
                 name="webhook_deliveries_due",
             ),

@@ -47,6 +47,14 @@ class Migration(migrations.Migration):
                         default=0, help_text="Sequence of the last event turned into deliveries."
                     ),
                 ),
+                (
+                    "retry_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="It did not answer: nothing is sent to it before this (its failed delivery's next attempt).",
+                        null=True,
+                    ),
+                ),
             ],
             options={
                 "db_table": "webhook_subscriptions",
@@ -115,7 +123,7 @@ class Migration(migrations.Migration):
                 "indexes": [
                     models.Index(
                         condition=models.Q(("status", "pending")),
-                        fields=["next_attempt_at"],
+                        fields=["subscription", "next_attempt_at", "sequence"],
                         name="webhook_deliveries_due",
                     ),
                     models.Index(

@@ -79,8 +79,9 @@ def deliveries() -> list[dict[str, Any]]:
 
 
 def due_now() -> None:
-    """Bring every pending retry forward to now."""
+    """Bring every pending retry forward to now (and the subscribers waiting for one)."""
     WebhookDelivery.objects.filter(status="pending").update(next_attempt_at=timezone.now())
+    WebhookSubscription.objects.update(retry_at=None)
 
 
 def one_round(batch: int = 20) -> int:
@@ -345,6 +346,48 @@ def test_an_address_refused_at_delivery_time_is_not_contacted(settings, receiver
     assert deliveries()[0]["last_error"] == (
         "Not sent: Must not reach 127.0.0.1: a loopback address (WEBHOOK_ALLOW_PRIVATE is off)."
     )
+
+
+def test_a_subscriber_that_does_not_answer_waits_and_the_others_go_on(receiver) -> None:
+    receiver.default = receiver.hang(5)
+    hanging = subscription_create(url=receiver.url())
+    with running() as healthy:
+        subscription_create(url=healthy.url())
+        for exercise_id in (1, 2, 3):
+            write(4, exercise_id)
+
+        Worker(poll=0.1).run(once=True)
+
+        assert len(healthy.received) == 3
+    assert len(receiver.received) == 1  # one timeout, not three
+    hanging.refresh_from_db()
+    first = WebhookDelivery.objects.filter(subscription=hanging).order_by("sequence").first()
+    assert first is not None
+    assert hanging.retry_at == first.next_attempt_at > timezone.now()
+    assert [
+        d["attempts"]
+        for d in WebhookDelivery.objects.filter(subscription=hanging)
+        .order_by("sequence")
+        .values("attempts")
+    ] == [1, 0, 0]
+
+
+def test_a_subscriber_that_answers_again_is_no_longer_waited_for(receiver) -> None:
+    receiver.script = [receiver.hang(5)]
+    subscription = subscription_create(url=receiver.url())
+    write(4, 1)
+    write(4, 2)
+    one_round()
+    subscription.refresh_from_db()
+    assert subscription.retry_at is not None
+
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now())
+    WebhookSubscription.objects.update(retry_at=timezone.now())
+    one_round()
+
+    subscription.refresh_from_db()
+    assert subscription.retry_at is None
+    assert [d["status"] for d in deliveries()] == ["delivered", "delivered"]
 
 
 # --- Order per (subscription, user, exercise) -------------------------------------------------
