@@ -3,6 +3,7 @@ thread) that records what it receives and answers as it is told."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)  # ends every hang()
+    server_names: list[str | None] = field(default_factory=list)  # asked for over TLS
 
     def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}{path}"
@@ -107,11 +109,17 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running(receiver: Receiver | None = None) -> Iterator[Receiver]:
-    """``receiver`` (a new one by default) serving on 127.0.0.1 until the block ends."""
+def running(
+    receiver: Receiver | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """``receiver`` (a new one by default) serving on 127.0.0.1 until the block ends; over
+    TLS with ``tls``, recording the names clients ask for (SNI) in ``receiver.server_names``."""
     receiver = receiver or Receiver()
     server = ThreadingHTTPServer(("127.0.0.1", receiver.port), _handler(receiver))
     server.daemon_threads = True
+    if tls is not None:
+        tls.sni_callback = lambda sock, name, context: receiver.server_names.append(name)
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -163,6 +165,32 @@ def test_the_host_header_is_the_urls_host_name(receiver) -> None:
 
     [request] = receiver.received
     assert request.headers["host"] == f"localhost:{receiver.port}"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="makes its certificate with openssl")
+def test_https_checks_the_certificate_of_the_urls_host_name(tmp_path) -> None:
+    """A self-signed certificate is refused, and the TLS handshake asked for the URL's name
+    (SNI), not the address the worker connected to."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with running(tls=context) as receiver:
+        subscription_create(url=f"https://localhost:{receiver.port}/hook")
+        write(4, 7)
+
+        one_round()
+
+    assert receiver.received == []
+    assert receiver.server_names == ["localhost"]
+    [delivery] = deliveries()
+    assert delivery["status"] == "pending"
+    assert "CERTIFICATE_VERIFY_FAILED" in delivery["last_error"]
 
 
 def test_the_query_string_is_kept(receiver) -> None:
