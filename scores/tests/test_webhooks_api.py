@@ -4,6 +4,7 @@ http(s) and reach only public addresses unless WEBHOOK_ALLOW_PRIVATE; the secret
 from __future__ import annotations
 
 import base64
+import io
 from datetime import datetime
 from typing import Any
 
@@ -376,3 +377,28 @@ def test_created_at_is_an_iso_timestamp(admin) -> None:
 
     assert created["created_at"].endswith("Z")
     assert datetime.fromisoformat(created["created_at"])
+
+
+# --- bin/run's demo subscriber ---------------------------------------------------------------
+
+
+def test_seed_demo_subscribes_the_demo_subscriber_anew_each_time() -> None:
+    from django.core.management import call_command
+
+    first, second = new_secret(), new_secret()
+    out = io.StringIO()
+    call_command("seed_demo", "--users", "1", "--webhook", RECEIVER, "--webhook-secret", first,
+                 stdout=out)  # fmt: skip
+    call_command("seed_demo", "--webhook", RECEIVER, "--webhook-secret", second, stdout=out)
+
+    [subscription] = WebhookSubscription.objects.all()
+    assert (subscription.url, subscription.secret) == (RECEIVER, second)
+    assert f"Webhook subscription {subscription.id}: {RECEIVER}" in out.getvalue()
+
+
+def test_seed_demo_refuses_a_bad_secret() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="secret"):
+        call_command("seed_demo", "--webhook", RECEIVER, "--webhook-secret", "nope")
