@@ -264,6 +264,8 @@ SPECTACULAR_SETTINGS = {
         "scores.schema.strip_trailing_slashes",
     ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The event types: one enum for the feed's events and the webhooks' event_types.
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "scores.models.ScoreEvent.TYPES"},
     "AUTHENTICATION_WHITELIST": [
         "scores.authentication.UsersServiceAuthentication",
         "scores.authentication.ServiceTokenAuthentication",
