@@ -23,7 +23,7 @@ its locks with its connection; what it had sent in that batch but not recorded i
 **Sending.** A POST of the CloudEvent (the bytes ``GET /events`` shows for it), signed with
 the ``standardwebhooks`` library (``webhook-id`` the event's id, ``webhook-timestamp``,
 ``webhook-signature: v1,<base64>``), to an address ``scores.webhooks.resolve_target`` checked
-just before, with the URL's host name in ``Host`` and in TLS (SNI, certificate check). A 2xx
+at most ``TARGET_SECONDS`` before, with the URL's host name in ``Host`` and in TLS (SNI, certificate check). A 2xx
 answered within ``WEBHOOK_TIMEOUT`` seconds is delivered; anything else (another status, no
 answer in time, no connection, a refused address) is retried after
 ``WEBHOOK_RETRY_DELAYS[attempts - 1]`` seconds +-20 %, and after the last one the delivery is
@@ -77,6 +77,7 @@ BODY_READ = 65_536  # bytes of an answer read (the rest is not: the connection i
 ERROR_BODY_KEPT = 200  # characters of a failed answer's body kept in last_error
 POOLS_KEPT = 64  # keep-alive connection pools (one per subscriber address) a worker keeps
 USER_AGENT = "evalsvc-webhooks"
+TARGET_SECONDS = 10.0  # a subscriber URL's checked addresses are used this long
 
 EVENTS_DELIVERED = Counter(
     "evalsvc_webhook_events_delivered_total",
@@ -118,12 +119,13 @@ class Sender:
         self._pools: OrderedDict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = (
             OrderedDict()
         )
+        self._targets: dict[str, tuple[Target, float]] = {}
 
     def send(self, *, url: str, secret: str, message_id: str, body: bytes) -> Outcome:
         """POST ``body`` to ``url`` signed with ``secret`` as message ``message_id``."""
         deadline = time.monotonic() + self.timeout
         try:
-            target = resolve_target(url)
+            target = self._target(url)
         except InvalidValue as exc:
             return Outcome(False, error=f"Not sent: {exc}")
         timestamp = int(time.time())
@@ -167,6 +169,19 @@ class Sender:
         if failures:
             return Outcome(False, error="Could not connect: " + "; ".join(failures))
         return Outcome(False, error=f"No answer within {self.timeout:g} s.")
+
+    def _target(self, url: str) -> Target:
+        """``resolve_target(url)``, kept ``TARGET_SECONDS``: a busy subscriber's name is not
+        resolved for every event (the addresses connected to are always ones checked)."""
+        now = time.monotonic()
+        kept = self._targets.get(url)
+        if kept is not None and kept[1] > now:
+            return kept[0]
+        target = resolve_target(url)
+        if len(self._targets) >= POOLS_KEPT:
+            self._targets.clear()
+        self._targets[url] = (target, now + TARGET_SECONDS)
+        return target
 
     def _outcome(self, response: urllib3.BaseHTTPResponse, deadline: float) -> Outcome:
         status = response.status

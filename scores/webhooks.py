@@ -21,6 +21,7 @@ import binascii
 import concurrent.futures
 import ipaddress
 import logging
+import os
 import re
 import secrets
 import socket
@@ -118,13 +119,23 @@ def _ascii_host(hostname: str) -> str:
         raise InvalidValue("Must name a valid host.") from exc
 
 
-_resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+_resolvers: dict[int, concurrent.futures.ThreadPoolExecutor] = {}  # per process (fork)
+
+
+def _resolver() -> concurrent.futures.ThreadPoolExecutor:
+    pid = os.getpid()
+    if pid not in _resolvers:
+        _resolvers.clear()  # a forked child's copy of its parent's pool has no threads
+        _resolvers[pid] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="webhook-dns"
+        )
+    return _resolvers[pid]
 
 
 def _resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, in the resolver's order, within
     ``RESOLVE_TIMEOUT`` (``getaddrinfo`` has no deadline of its own)."""
-    future = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    future = _resolver().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
         infos = future.result(timeout=RESOLVE_TIMEOUT)
     except concurrent.futures.TimeoutError as exc:
