@@ -5,9 +5,10 @@ create, change and delete one (``/webhooks`` and the admin both call these funct
 address its host resolves to (``socket.getaddrinfo``, all of them) must be a public one:
 loopback, private, link-local, reserved, shared and other non-global addresses are refused
 unless ``WEBHOOK_ALLOW_PRIVATE`` is true; unspecified (``0.0.0.0``, ``::``) and multicast
-addresses always are. The delivery worker checks again before every attempt and connects to
-an address it checked (``resolve_target``), so a name that resolves elsewhere later (DNS
-rebinding) cannot turn a delivery towards the service's own network.
+addresses always are. The delivery worker checks again before its attempts (a check is used
+for at most 10 s) and connects to an address it checked (``resolve_target``), so a name that
+resolves elsewhere later (DNS rebinding) cannot turn a delivery towards the service's own
+network.
 
 **Secrets.** Standard Webhooks secrets: ``whsec_`` and the base64 of 24 to 64 random bytes,
 generated (32 bytes) when the caller gives none; the ``standardwebhooks`` library signs with
