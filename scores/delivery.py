@@ -23,9 +23,9 @@ its locks with its connection; what it had sent in that batch but not recorded i
 **Sending.** A POST of the CloudEvent (the bytes ``GET /events`` shows for it), signed with
 the ``standardwebhooks`` library (``webhook-id`` the event's id, ``webhook-timestamp``,
 ``webhook-signature: v1,<base64>``), to an address ``scores.webhooks.resolve_target`` checked
-at most ``TARGET_SECONDS`` before, with the URL's host name in ``Host`` and in TLS (SNI, certificate check). A 2xx
-answered within ``WEBHOOK_TIMEOUT`` seconds is delivered; anything else (another status, no
-answer in time, no connection, a refused address) is retried after
+at most ``TARGET_SECONDS`` before, with the URL's host name in ``Host`` and in TLS (SNI,
+certificate check). A 2xx answered within ``WEBHOOK_TIMEOUT`` seconds is delivered; anything
+else (another status, no answer in time, no connection, a refused address) is retried after
 ``WEBHOOK_RETRY_DELAYS[attempts - 1]`` seconds +-20 %, and after the last one the delivery is
 failed, with its last error, until staff send it again from the admin.
 
