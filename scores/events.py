@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from scores.models import ScoreEvent
+from scores.models import ScoreEvent, WebhookDelivery
 from scores.selectors import score_row
 from scores.statements import EVENT_FIELDS, SCORE_FIELDS
 
@@ -109,7 +109,10 @@ def purge_events(*, older_than: timedelta | None = None) -> int:
     their deliveries; how many events went."""
     age = older_than or timedelta(days=settings.EVENTS_RETENTION_DAYS)
     cutoff = timezone.now() - age
-    _, per_model = ScoreEvent.objects.filter(time__lt=cutoff).delete()
+    old = ScoreEvent.objects.filter(time__lt=cutoff)
+    with transaction.atomic():  # two statements, no event loaded into Python
+        WebhookDelivery.objects.filter(event__in=old.values("id")).delete()
+        _, per_model = old.delete()
     return int(per_model.get(ScoreEvent._meta.label, 0))
 
 

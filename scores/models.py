@@ -19,6 +19,8 @@ __all__ = [
     "ExerciseStats",
     "Score",
     "ScoreEvent",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]
 
 # Points and max_points both null, or 0 <= points <= max_points and 0 < max_points <= 1,000,000.
@@ -241,3 +243,114 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+
+class WebhookSubscription(models.Model):
+    """A subscriber's URL that the delivery worker POSTs score events to (``scores.webhooks``,
+    ``scores.delivery``), signed with its ``secret``.
+
+    ``cursor`` is the sequence of the last event the worker has turned into deliveries for this
+    subscription: a new subscription starts at the newest event numbered when it is created,
+    and one that is not ``active`` keeps its place until it is active again.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    url = models.CharField(max_length=2000, help_text="http or https; checked when saved.")
+    event_types = models.JSONField(
+        default=list, blank=True, help_text="Event types to deliver; empty: all of them."
+    )
+    active = models.BooleanField(default=True)
+    secret = models.CharField(max_length=100, help_text="whsec_ and the base64 signing key.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    cursor = models.BigIntegerField(
+        default=0, help_text="Sequence of the last event turned into deliveries."
+    )
+    retry_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="It did not answer: nothing is sent to it before this (its failed "
+        "delivery's next attempt).",
+    )
+
+    class Meta:
+        db_table = "webhook_subscriptions"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.id}: {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to send to one subscription, and how sending it went.
+
+    ``sequence``, ``user_id`` and ``exercise_id`` repeat the event's, so that the worker can
+    keep each (subscription, user, exercise)'s events in order from this table's own index.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    subscription = models.ForeignKey(  # indexed by webhook_deliveries_once, its first column
+        WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
+    # DO_NOTHING: the retention purge deletes an event's deliveries itself, in one statement
+    # (a cascade would make Django load every purged event); the constraint stays.
+    event = models.ForeignKey(ScoreEvent, on_delete=models.DO_NOTHING, related_name="deliveries")
+    sequence = models.BigIntegerField()
+    user_id = models.IntegerField()
+    exercise_id = models.IntegerField()
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.PENDING)
+    attempts = models.IntegerField(default=0, help_text="Attempts made so far.")
+    next_attempt_at = models.DateTimeField(help_text="When a pending delivery is due.")
+    last_status = models.IntegerField(
+        null=True, blank=True, help_text="HTTP status of the last attempt, if it got one."
+    )
+    last_error = models.TextField(blank=True, help_text="Why the last attempt failed.")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "webhook_deliveries"
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            # One delivery of an event to a subscription: the worker's fan-out may repeat.
+            models.UniqueConstraint(
+                fields=["subscription", "event"], name="webhook_deliveries_once"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "delivered", "failed"]),
+                name="webhook_deliveries_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(attempts__gte=0), name="webhook_deliveries_attempts_valid"
+            ),
+        ]
+        indexes = [
+            # The worker's claim: a subscription's pending deliveries, soonest due first.
+            models.Index(
+                fields=["subscription", "next_attempt_at", "sequence"],
+                condition=models.Q(status="pending"),
+                name="webhook_deliveries_due",
+            ),
+            # An earlier pending event of the same subscription, user and exercise holds a
+            # later one back.
+            models.Index(
+                fields=["subscription", "user_id", "exercise_id", "sequence"],
+                condition=models.Q(status="pending"),
+                name="webhook_deliveries_order",
+            ),
+            # The oldest pending event (the backlog metric).
+            models.Index(
+                fields=["sequence"],
+                condition=models.Q(status="pending"),
+                name="webhook_deliveries_backlog",
+            ),
+            # The admin's list, by status, newest first.
+            models.Index(fields=["status", "id"], name="webhook_deliveries_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery of event #{self.sequence} to webhook {self.subscription_id}"

@@ -45,7 +45,7 @@ from django.db.models import Exists, OuterRef
 from drf_orjson_renderer.renderers import ORJSONRenderer
 
 from scores import audit
-from scores.models import Attempt, Score, ScoreEvent
+from scores.models import Attempt, Score, ScoreEvent, WebhookDelivery
 from scores.selectors import ATTEMPT_FIELDS, in_id_order
 from scores.services import lock_users, scores_delete
 from scores.statements import SCORE_FIELDS
@@ -141,9 +141,14 @@ def user_erase(*, user_id: int, actor: str, reason: str | None = None) -> Erasur
 def _erase_events(user_id: int) -> None:
     """The user's earlier events, but for the ``score.deleted`` ones (ids only) and those of
     scores that still exist (created after the erasure's deletion: kept whole)."""
-    ScoreEvent.objects.filter(user_id=user_id).exclude(type="score.deleted").exclude(
-        Exists(Score.objects.filter(id=OuterRef("score_id")))
-    ).delete()
+    events = (
+        ScoreEvent.objects.filter(user_id=user_id)
+        .exclude(type="score.deleted")
+        .exclude(Exists(Score.objects.filter(id=OuterRef("score_id"))))
+    )
+    # Their webhook deliveries first, sent or not (the key does not cascade: scores.models).
+    WebhookDelivery.objects.filter(event__in=events).delete()
+    events.delete()
 
 
 def _erase_change_history(score_ids: set[int]) -> None:

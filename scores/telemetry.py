@@ -133,8 +133,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
         return json_error(405, f'Method "{request.method}" not allowed.')
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from scores.webhooks import BacklogCollector  # a query at scrape time, not a file
+
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(BacklogCollector())
     else:
         registry = REGISTRY
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

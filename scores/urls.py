@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import Route, SimpleRouter
 
-from scores import views, views_privacy
+from scores import views, views_privacy, views_webhooks
 
 OPTIONAL_SLASH = "/?"
 
@@ -27,6 +27,7 @@ class ScoresRouter(SimpleRouter):
 
 router = ScoresRouter()
 router.register("scores", views.ScoreViewSet, basename="score")
+router.register("webhooks", views_webhooks.WebhookViewSet, basename="webhook")
 
 
 def optional_slash(route: str) -> str:

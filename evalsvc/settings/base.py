@@ -266,6 +266,8 @@ SPECTACULAR_SETTINGS = {
         "scores.schema.strip_trailing_slashes",
     ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The event types: one enum for the feed's events and the webhooks' event_types.
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "scores.models.ScoreEvent.TYPES"},
     "AUTHENTICATION_WHITELIST": [
         "scores.authentication.UsersServiceAuthentication",
         "scores.authentication.ServiceTokenAuthentication",
@@ -292,6 +294,19 @@ if SCORE_POLICY not in ("latest", "best"):
     sys.stderr.write(f"evalsvc: SCORE_POLICY must be latest or best, not {SCORE_POLICY!r}\n")
     raise SystemExit(1)
 RETRY_AFTER_SECONDS = env.int("RETRY_AFTER_SECONDS", default=5)
+
+# --- Webhooks (scores.webhooks; the worker: manage.py deliver_events) ------------------------
+# Subscriber URLs on loopback, private, link-local and other non-public addresses are refused
+# unless WEBHOOK_ALLOW_PRIVATE is true (a subscriber on the same private network).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)  # seconds for one delivery
+# Seconds before each retry of a failed delivery (each +-20 %); after the last, it is failed.
+WEBHOOK_RETRY_DELAYS = env.list(
+    "WEBHOOK_RETRY_DELAYS", cast=float, default=[5, 30, 120, 600, 3600, 21600]
+)
+# The worker looks for new events this often when no NOTIFY wakes it (seconds).
+WEBHOOK_POLL_SECONDS = env.float("WEBHOOK_POLL_SECONDS", default=1.0)
+WEBHOOK_METRICS_PORT = env.int("WEBHOOK_METRICS_PORT", default=0)  # the worker's /metrics; 0: none
 
 # --- Logging and metrics --------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

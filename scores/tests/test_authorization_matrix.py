@@ -6,7 +6,8 @@ new route without a row makes ``test_every_route_of_the_url_conf_has_a_row_in_th
 
 Every request is about the scores of user 4 (``OWNER_ID``): the path's score is theirs, and
 routes that take ``user_id`` name them in the query and in write bodies, which are valid so
-that the status reflects authorization, not validation. The callers:
+that the status reflects authorization, not validation; ``{webhook}`` is a webhook subscription
+that exists. The callers:
 
 - ``anonymous``: no credentials;
 - ``user``: user 4's bearer token (the owner);
@@ -40,9 +41,10 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from rest_framework.test import APIClient
 
-from scores.models import Attempt, Score
+from scores.models import Attempt, Score, WebhookSubscription
 from scores.tests.conftest import OTHER_ID, UsersService, bearer_client
 from scores.tests.factories import ScoreFactory
+from scores.webhooks import new_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -65,6 +67,7 @@ EXCLUDED_ROUTE_PREFIXES = ("admin",)  # the Django admin: see the module docstri
 API_READ = (401, 200, 200, 401, 200, 200, 403)  # a list or an endpoint's description
 OWNERS_READ = (401, 200, 404, 401, 200, 200, 403)  # another user's score is a 404
 NOT_ALLOWED = (401, 405, 405, 401, 405, 405, 403)  # credentials first, then the 405
+PRIVILEGED_READ = (401, 403, 403, 401, 200, 200, 403)  # privileged callers only
 PUBLIC = (200, 200, 200, 200, 200, 200, 200)  # no credentials needed, any ignored
 PUBLIC_NOT_ALLOWED = (405, 405, 405, 405, 405, 405, 405)
 NOWHERE = (404, 404, 404, 404, 404, 404, 404)
@@ -168,9 +171,9 @@ MATRIX: dict[str, dict[str, tuple[int, ...]]] = {
         "DELETE": NOT_ALLOWED,
     },
     "/events": {
-        "GET": (401, 403, 403, 401, 200, 200, 403),  # privileged only
-        "HEAD": (401, 403, 403, 401, 200, 200, 403),
-        "OPTIONS": (401, 403, 403, 401, 200, 200, 403),
+        "GET": PRIVILEGED_READ,
+        "HEAD": PRIVILEGED_READ,
+        "OPTIONS": PRIVILEGED_READ,
         "POST": NOT_ALLOWED,
         "PUT": NOT_ALLOWED,
         "PATCH": NOT_ALLOWED,
@@ -184,6 +187,24 @@ MATRIX: dict[str, dict[str, tuple[int, ...]]] = {
         "PUT": NOT_ALLOWED,
         "PATCH": NOT_ALLOWED,
         "DELETE": (401, 403, 404, 401, 200, 200, 403),  # privileged only; another's is a 404
+    },
+    "/webhooks": {
+        "GET": PRIVILEGED_READ,
+        "HEAD": PRIVILEGED_READ,
+        "OPTIONS": PRIVILEGED_READ,
+        "POST": (401, 403, 403, 401, 201, 201, 403),  # privileged only
+        "PUT": NOT_ALLOWED,
+        "PATCH": NOT_ALLOWED,
+        "DELETE": NOT_ALLOWED,
+    },
+    "/webhooks/{webhook}": {
+        "GET": PRIVILEGED_READ,
+        "HEAD": PRIVILEGED_READ,
+        "OPTIONS": PRIVILEGED_READ,
+        "POST": NOT_ALLOWED,
+        "PUT": NOT_ALLOWED,
+        "PATCH": PRIVILEGED_READ,
+        "DELETE": (401, 403, 403, 401, 204, 204, 403),
     },
     "/scores/ping": public("GET", "HEAD", "OPTIONS"),
     "/health": public("GET", "HEAD", "OPTIONS"),
@@ -217,6 +238,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("/scores/bulk", "POST"): {
         "scores": [{"user_id": OWNER_ID, "exercise_id": 8, "correct": True}]
     },
+    ("/webhooks", "POST"): {"url": "http://127.0.0.1:9/hook"},  # WEBHOOK_ALLOW_PRIVATE below
+    ("/webhooks/{webhook}", "PATCH"): {"active": False},
 }
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -234,7 +257,7 @@ def url_conf_routes(patterns: list[Any] | None = None, prefix: str = "") -> Iter
 
 
 def route_of(path: str) -> str:
-    return resolve(urlsplit(path.format(id=1)).path).route
+    return resolve(urlsplit(path.format(id=1, webhook=1)).path).route
 
 
 def test_every_route_of_the_url_conf_has_a_row_in_the_matrix() -> None:
@@ -257,6 +280,18 @@ def test_the_matrix_covers_every_method_and_the_writes_have_bodies() -> None:
 def _metrics_behind_their_token(settings) -> None:
     """/metrics as production serves it: only for ``Bearer <METRICS_TOKEN>``."""
     settings.METRICS_TOKEN = "metrics-token-of-the-matrix"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_webhooks_allowed(settings) -> None:
+    """The webhook written by ``POST /webhooks`` is on loopback (nothing is sent to it)."""
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+
+
+@pytest.fixture
+def webhook() -> WebhookSubscription:
+    """The webhook subscription in the paths."""
+    return WebhookSubscription.objects.create(url="http://127.0.0.1:9/hook", secret=new_secret())
 
 
 @pytest.fixture
@@ -295,13 +330,20 @@ def stored_state() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     )
 
 
-def assert_answers(client: APIClient, path: str, method: str, expected: int, score: Score):
+def assert_answers(
+    client: APIClient,
+    path: str,
+    method: str,
+    expected: int,
+    score: Score,
+    webhook: WebhookSubscription,
+):
     body = BODIES.get((path, method))
     before = stored_state()
 
     response = client.generic(
         method,
-        path.format(id=score.id),
+        path.format(id=score.id, webhook=webhook.id),
         json.dumps(body) if body is not None else "",
         content_type="application/json",
     )
@@ -326,9 +368,9 @@ CASES = [
 
 @pytest.mark.parametrize(("path", "method", "caller", "expected"), CASES)
 def test_the_route_answers_the_caller_as_the_spec_says(
-    client_of, owners_score, path, method, caller, expected
+    client_of, owners_score, webhook, path, method, caller, expected
 ) -> None:
-    assert_answers(client_of(caller), path, method, expected, owners_score)
+    assert_answers(client_of(caller), path, method, expected, owners_score, webhook)
 
 
 SELF_REPORT_OFF_CASES = [
@@ -340,11 +382,11 @@ SELF_REPORT_OFF_CASES = [
 
 @pytest.mark.parametrize(("path", "method", "caller", "expected"), SELF_REPORT_OFF_CASES)
 def test_without_self_report_only_privileged_callers_write(
-    settings, client_of, owners_score, path, method, caller, expected
+    settings, client_of, owners_score, webhook, path, method, caller, expected
 ) -> None:
     settings.SCORES_SELF_REPORT = False
 
-    assert_answers(client_of(caller), path, method, expected, owners_score)
+    assert_answers(client_of(caller), path, method, expected, owners_score, webhook)
 
 
 def test_options_of_a_hidden_score_is_the_options_of_a_missing_one(other, owners_score):

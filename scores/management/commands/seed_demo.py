@@ -1,14 +1,22 @@
-"""Fill an empty database with demo scores (users x exercises), through the write service."""
+"""Fill an empty database with demo scores (users x exercises), through the write service; and
+subscribe bin/run's demo webhook subscriber."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scores.models import Score
+from scores.audit import command_actor
+from scores.models import Score, WebhookSubscription
 from scores.services import Write, score_write
+from scores.webhooks import (
+    WebhookInvalid,
+    parse_subscription,
+    subscription_create,
+    subscription_delete,
+)
 
 
 class Command(BaseCommand):
@@ -20,8 +28,26 @@ class Command(BaseCommand):
             "--exercises", type=int, default=10, help="number of exercises (default 10)"
         )
         parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+        parser.add_argument(
+            "--webhook",
+            metavar="URL",
+            help="also subscribe URL to the score events (replacing a subscription to the same "
+            "URL), signed with --webhook-secret: bin/run's demo subscriber",
+        )
+        parser.add_argument("--webhook-secret", metavar="SECRET", help="whsec_... for --webhook")
 
-    def handle(self, *args: Any, users: int, exercises: int, seed: int, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        users: int,
+        exercises: int,
+        seed: int,
+        webhook: str | None,
+        webhook_secret: str | None,
+        **options: Any,
+    ) -> None:
+        if webhook:
+            self.subscribe(webhook, webhook_secret)
         if Score.objects.exists():
             self.stdout.write("Scores exist already; demo data left as it is.")
             return
@@ -41,3 +67,13 @@ class Command(BaseCommand):
                     )
                     written += 1
         self.stdout.write(self.style.SUCCESS(f"Seeded {written} demo scores."))
+
+    def subscribe(self, url: str, secret: str | None) -> None:
+        try:
+            values = parse_subscription({"url": url, "secret": secret}, creating=True)
+        except WebhookInvalid as exc:
+            raise CommandError(f"--webhook / --webhook-secret: {exc.errors}") from exc
+        for old in WebhookSubscription.objects.filter(url=url):
+            subscription_delete(actor=command_actor("seed_demo"), subscription=old)
+        subscription = subscription_create(actor=command_actor("seed_demo"), **values)
+        self.stdout.write(f"Webhook subscription {subscription.id}: {url}")
