@@ -25,6 +25,7 @@ from evalsvc.settings.base import database
 from scores.database import database_breaker
 from scores.models import Score
 from scores.replicas import PrimaryReplicaRouter, ReadYourWritesMiddleware, replica_breaker
+from scores.services import Write, score_write
 from scores.tests.conftest import USER_ID, after_pause, database_alias, trip
 from scores.tests.factories import ScoreFactory
 from scores.tests.helpers import score_json
@@ -166,4 +167,18 @@ def test_a_503_of_the_primary_is_not_answered_again(user) -> None:
         answer = user.get(f"/scores/{score.id}")
 
     assert answer.status_code == 503
+    assert on_replica.captured_queries == []
+
+
+# --- What always reads the primary --------------------------------------------------------------
+@pytest.mark.usefixtures("replica_routing")
+def test_the_events_feed_reads_the_primary_where_its_events_are_numbered(admin) -> None:
+    score_write(write=Write(user_id=USER_ID, exercise_id=4, correct=True), recorded_by="g")
+
+    with CaptureQueriesContext(connections["replica"]) as on_replica:
+        answer = admin.get("/events?wait=1")
+
+    assert [event["subject"] for event in answer.json()["results"]] == [
+        f"users/{USER_ID}/exercises/4"
+    ]
     assert on_replica.captured_queries == []
