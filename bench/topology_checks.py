@@ -699,21 +699,23 @@ def verify(args: argparse.Namespace) -> None:
             f"instance: after the kill instance a served {served_after.get('a', 0)} answers,"
             f" b none ({dict(served_after)})",
         )
-        # A request in flight on the killed instance: HAProxy answers 503 (its JSON error
-        # file), or closes the client's connection unanswered when it had sent the request on
-        # a kept-alive server connection (a client may then retry as after any such close).
+        # A request HAProxy sent to b as it died (in flight, or into its listening socket in
+        # the instant before the kernel closed it): HAProxy answers 503 (its JSON error file)
+        # or closes the client's connection unanswered (it does so for a request that was not
+        # the first on the client's connection, which a client may retry as after any close).
+        # Reads among them HAProxy retries on a; writes it never sends twice.
         malformed = [
             e
             for e in bad
             if not (e["status"] == 503 and e["json"])
             and not (e["status"] == 0 and "RemoteDisconnected" in (e["error"] or ""))
         ]
+        late = [e for e in bad if e["t0"] > marks["instance_killed"] + 1]
         report.check(
-            len(bad) <= args.threads
-            and not malformed
-            and all(e["t0"] < marks["instance_killed"] for e in bad),
-            f"instance: {len(bad)} errors, each a request in flight at the kill (at most one per"
-            f" client: {args.threads}), a JSON 503 or the connection closed unanswered",
+            len(bad) <= args.threads and not malformed and not late,
+            f"instance: {len(bad)} errors, all sent to b as it died (within 1 s of the kill, at"
+            f" most one per client: {args.threads}), each a JSON 503 or the connection closed"
+            " unanswered; none later",
             *[
                 f"{at(e['t0'])}-{at(e['t1'])} {e['method']} {e['path']}: {e['status']} {e['error']}"
                 for e in bad[:10]
