@@ -332,18 +332,18 @@ check checks read-your-writes "${common[@]}" --lag "$replica_delay"
 step "events long poll (GET /events?wait=): one waiting on each instance, woken by one write"
 check checks events "${common[@]}" --instances "http://127.0.0.1:$app_a_port,http://127.0.0.1:$app_b_port"
 
-step "load through the load balancer: wrk, bench/wrk/mixed.lua (40 % GET /scores/<id>, 40 % GET /scores/user, 20 % PATCH /scores)"
+step "load: wrk, bench/wrk/mixed.lua (40 % GET /scores/<id>, 40 % GET /scores/user, 20 % PATCH /scores)"
 groups="app=$pid_app_a,$pid_app_b pg=$pid_primary,$pid_replica pgbouncer=$pid_pgbouncer haproxy=$pid_haproxy redis=$pid_redis users=$pid_users"
-wrk_load() {  # LABEL
-    checks wrk --base "$base" --label "$1" --seconds "$load_seconds" --warmup "$warmup_seconds" \
+wrk_load() {  # LABEL URL
+    checks wrk --base "$2" --label "$1" --seconds "$load_seconds" --warmup "$warmup_seconds" \
         --connections "$load_connections" --users "$users" --exercises "$exercises" --groups "$groups"
 }
 set_server b maint
-check wrk_load "1 instance  ($workers workers)"
+check wrk_load "1 instance, no balancer  ($workers workers)" "http://127.0.0.1:$app_a_port"
+check wrk_load "1 instance behind HAProxy ($workers workers)" "$base"
 set_server b ready
 wait_for "instance b back in the balancer" 10 checks haproxy-up "$run/haproxy.sock" b
-check wrk_load "2 instances ($((2 * workers)) workers)"
-
+check wrk_load "2 instances behind HAProxy ($((2 * workers)) workers)" "$base"
 parts_running "${everything[@]}"
 
 fault_load() {  # NAME SECONDS: the checks' own load (every answer recorded) in the background
