@@ -87,8 +87,12 @@ class PrimaryReplicaRouter:
         return db == "default"
 
 
-def _client_key(request: HttpRequest) -> str:
+def _client_key(request: HttpRequest) -> str | None:
+    """The cache key of the client's pin, None for a request without credentials (which cannot
+    write: the probes of a load balancer, anonymous reads) that then costs no cache call."""
     credentials = request.META.get("HTTP_AUTHORIZATION") or request.COOKIES.get("sessionid", "")
+    if not credentials:
+        return None
     return "evalsvc:wrote:" + hashlib.sha256(credentials.encode()).hexdigest()
 
 
@@ -103,7 +107,7 @@ class ReadYourWritesMiddleware:
         writes = request.method not in SAFE_METHODS
         key = _client_key(request)
         try:
-            pinned = writes or bool(cache.get(key))
+            pinned = writes or (key is not None and bool(cache.get(key)))
         except Exception:  # no cache: the primary is always right
             pinned = True
         response, read_replica = self._respond(request, pinned)
@@ -112,7 +116,7 @@ class ReadYourWritesMiddleware:
                 "replica failed: %s %s answered from the primary", request.method, request.path
             )
             response, _ = self._respond(request, pinned=True)
-        if writes and response.status_code < 400:
+        if writes and key is not None and response.status_code < 400:
             try:
                 cache.set(key, 1, settings.REPLICA_STICKY_SECONDS)
             except Exception:

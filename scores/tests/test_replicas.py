@@ -68,7 +68,7 @@ def replica_routing(settings: Any) -> None:
     ]
 
 
-def serve(method: str, token: str, status: int = 200) -> str:
+def serve(method: str, token: str | None, status: int = 200) -> str:
     """The database a read inside one request of ``method`` by ``token`` would use."""
     used: list[str] = []
 
@@ -76,7 +76,8 @@ def serve(method: str, token: str, status: int = 200) -> str:
         used.append(router.db_for_read(Score))
         return HttpResponse(status=status)
 
-    request = getattr(RequestFactory(), method)("/scores", HTTP_AUTHORIZATION=f"Bearer {token}")
+    credentials = {} if token is None else {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    request = getattr(RequestFactory(), method)("/scores", **credentials)
     ReadYourWritesMiddleware(view)(request)
     return used[0]
 
@@ -110,6 +111,19 @@ def test_the_pin_expires() -> None:
     cache.clear()  # the REPLICA_STICKY_SECONDS have passed
 
     assert serve("get", "dave") == "replica"
+
+
+def test_a_request_without_credentials_reads_the_replica_without_asking_the_cache(
+    monkeypatch,
+) -> None:
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the cache was asked")
+
+    monkeypatch.setattr(cache, "get", unavailable)
+    monkeypatch.setattr(cache, "set", unavailable)
+
+    assert serve("get", None) == "replica"
+    assert serve("post", None, status=401) == "default"
 
 
 def test_migrations_run_on_the_primary_only() -> None:
