@@ -92,9 +92,19 @@ stop() {  # PID: its stop signal to the process group, SIGKILL after 20 s
     fi
     wait "$pid" 2>/dev/null || true
 }
+current=  # the process group run_fg waits for
+run_fg() {  # CMD...: CMD in a process group of its own, waited for in a way a signal interrupts
+    setsid "$@" &
+    current=$!
+    local status=0
+    wait "$current" || status=$?
+    current=
+    return "$status"
+}
 cleanup() {
     local status=$? i
     trap - EXIT INT TERM HUP
+    if [[ -n $current ]]; then kill -TERM -- "-$current" 2>/dev/null || true; fi
     for ((i = ${#order[@]} - 1; i >= 0; i--)); do stop "${order[i]}"; done
     for pid in "${order[@]}"; do
         if kill -0 -- "-$pid" 2>/dev/null; then say "topology: LEFT RUNNING: ${name_of[$pid]} ($pid)" >&2; status=1; fi
@@ -122,7 +132,7 @@ wait_for() {  # WHAT SECONDS CMD...: until CMD succeeds
     return 1
 }
 mark() { echo "$1 $EPOCHREALTIME" >>"$run/marks"; }
-checks() { python bench/topology_checks.py "$@"; }
+checks() { run_fg python bench/topology_checks.py "$@"; }
 
 primary_port=$(free_port) replica_port=$(free_port) bouncer_port=$(free_port)
 redis_port=$(free_port) users_port=$(free_port) app_a_port=$(free_port) app_b_port=$(free_port)
@@ -158,7 +168,7 @@ export DJANGO_SETTINGS_MODULE=evalsvc.settings.production
 export SECRET_KEY=topology-only-not-secret-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGH
 export ALLOWED_HOSTS=127.0.0.1,localhost SECURE_SSL_REDIRECT=false LOG_FORMAT=json
 t0=$SECONDS
-DATABASE_URL=$primary_url python manage.py migrate --noinput >"$run/logs/migrate.log"
+DATABASE_URL=$primary_url run_fg python manage.py migrate --noinput >"$run/logs/migrate.log"
 staff_token=$(DATABASE_URL=$primary_url python manage.py create_service_token topology-grader |
     sed -n 's/.*Authorization: Token //p')
 # The seed's layout (bench/seed.sql): id = (exercise-1)*users + user, one applied attempt each.
@@ -354,11 +364,11 @@ fault_load() {  # NAME SECONDS: the checks' own load (every answer recorded) in 
 
 step "the replica stopped mid-load: reads fall back to the primary"
 fault_load replica 14
-sleep 3
+run_fg sleep 3
 mark replica_stop
 stop "$pid_replica"
 mark replica_stopped
-sleep 5
+run_fg sleep 5
 start replica INT "${as_pg[@]}" "$pg_bin/postgres" -D "$run/replica" -c port="$replica_port" "${pg_settings[@]}" \
     -c recovery_min_apply_delay="$replica_delay"
 wait_for "the replica" 60 psql -X -Atq "$replica_url" -c 'SELECT 1'
@@ -370,11 +380,11 @@ parts_running "${everything[@]}"
 step "PgBouncer restarted mid-load: 503s with Retry-After while it is down, then recovery"
 app_pids_before="$(pgrep -g "$pid_app_a" | sort | tr '\n' ' ')$(pgrep -g "$pid_app_b" | sort | tr '\n' ' ')"
 fault_load pgbouncer 16
-sleep 3
+run_fg sleep 3
 mark bouncer_stop
 stop "$pid_pgbouncer"
 mark bouncer_stopped
-sleep 3
+run_fg sleep 3
 start_bouncer
 mark bouncer_started
 groups="app=$pid_app_a,$pid_app_b pg=$pid_primary,$pid_replica pgbouncer=$pid_pgbouncer haproxy=$pid_haproxy redis=$pid_redis users=$pid_users"
@@ -391,10 +401,9 @@ fi
 
 step "one instance killed mid-load (SIGKILL to every process of instance b)"
 fault_load instance 10
-sleep 3
+run_fg sleep 3
 mark instance_kill
-kill -KILL -- "-$pid_app_b"
-wait "$pid_app_b" 2>/dev/null || true
+{ kill -KILL -- "-$pid_app_b"; wait "$pid_app_b"; } 2>/dev/null || true  # no "Killed" notice
 mark instance_killed
 check wait "$load_pid"
 check checks verify instance "${common[@]}" --log "$run/instance.jsonl" --marks "$run/marks" \
