@@ -15,7 +15,14 @@ without; docs/scaling.md). A sequencer that numbered events notifies once for th
 **Waiting.** ``GET /events?wait=N`` waits on this process's ``bell``: one thread per process,
 running only while some request waits, that listens on the ``score_events`` channel and
 numbers events itself every ``POLL`` seconds (so a wait ends even where no worker runs), and
-wakes every waiting request of the process at once.
+wakes every waiting request of the process at once. It listens on the ``listen`` database
+(``DATABASE_LISTEN_URL``) when there is one: a direct connection to the primary where
+``DATABASE_URL`` goes through a PgBouncer in transaction mode, which hands a LISTEN's session
+back to its pool and never delivers the notifications (a bell then wakes only when it numbers
+the events itself, and a request another process's sequencer beat waits its whole ``wait``).
+
+**Reading.** The feed reads the primary, where the events are numbered: a replica behind it
+would answer a request the bell woke with nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ CHANNEL = "score_events"
 SEQUENCER_LOCK = 0x65_76_73_71  # pg_advisory_xact_lock key: "evsq"
 BATCH = 10_000
 POLL = 0.2  # seconds between the bell's own numbering runs while requests wait
+LISTEN_ALIAS = "listen"  # DATABASE_LISTEN_URL's database (evalsvc.settings.base.listen_databases)
 
 # PostgreSQL: nextval in the target list is evaluated after ORDER BY and LIMIT (9.6+), so
 # the numbers follow the ids.
@@ -74,7 +82,8 @@ def sequence_events() -> int:
 
 def events_after(sequence: int, limit: int) -> list[ScoreEvent]:
     """The numbered events after ``sequence``, oldest first, at most ``limit``."""
-    return list(ScoreEvent.objects.filter(sequence__gt=sequence).order_by("sequence")[:limit])
+    numbered = ScoreEvent.objects.using("default").filter(sequence__gt=sequence)
+    return list(numbered.order_by("sequence")[:limit])
 
 
 _DELETED_DATA = ("score_id", "user_id", "exercise_id")
@@ -163,7 +172,7 @@ class Bell:
                     self._announce()
                     continue
                 if listener is None and connection.vendor == "postgresql":
-                    listener = connections.create_connection("default")
+                    listener = connections.create_connection(_listen_alias())
                     listener.ensure_connection()
                     listener.connection.autocommit = True
                     listener.connection.execute(f"LISTEN {CHANNEL}")
@@ -181,6 +190,10 @@ class Bell:
             if listener is not None:
                 listener.close()
             connection.close()
+
+
+def _listen_alias() -> str:
+    return LISTEN_ALIAS if LISTEN_ALIAS in settings.DATABASES else "default"
 
 
 def _notified(listening: Any, timeout: float) -> bool:

@@ -129,6 +129,16 @@ def replica_databases() -> dict[str, dict[str, object]]:
     return {"replica": {**database(url), "TEST": {"MIRROR": "default"}}}
 
 
+def listen_databases() -> dict[str, dict[str, object]]:
+    """The ``listen`` alias when DATABASE_LISTEN_URL is set, else nothing: a direct connection
+    to the primary for the events feed's LISTEN (scores.events), for when DATABASE_URL goes
+    through a PgBouncer in transaction mode, which does not carry notifications to a listener."""
+    url = env.str("DATABASE_LISTEN_URL", default="")
+    if not url:
+        return {}
+    return {"listen": {**database(url), "TEST": {"MIRROR": "default"}}}
+
+
 REPLICA_STICKY_SECONDS = env.int("REPLICA_STICKY_SECONDS", default=5)
 if env.str("DATABASE_REPLICA_URL", default=""):
     DATABASE_ROUTERS = ["scores.replicas.PrimaryReplicaRouter"]

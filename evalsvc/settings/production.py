@@ -1,11 +1,15 @@
 """Production: nothing secret or deployment-specific has a default; start-up stops without it."""
 
 from .base import *  # noqa: F403
-from .base import database, env, logging_config, replica_databases, require
+from .base import database, env, listen_databases, logging_config, replica_databases, require
 
 DEBUG = False
 SECRET_KEY = require("SECRET_KEY")
-DATABASES = {"default": database(require("DATABASE_URL")), **replica_databases()}
+DATABASES = {
+    "default": database(require("DATABASE_URL")),
+    **replica_databases(),
+    **listen_databases(),
+}
 ALLOWED_HOSTS = [host.strip() for host in require("ALLOWED_HOSTS").split(",") if host.strip()]
 
 # --- HTTPS (TLS is terminated by the proxy in front, which sets X-Forwarded-Proto) ---------

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import circuitbreaker
 import pytest
 from django.core.cache import cache
+from django.db import connections
 from pytest_httpserver import HTTPServer
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
 from scores.database import database_breaker
+from scores.replicas import replica_breaker
 from scores.resilient_cache import redis_breaker
 from scores.users_service import local_verdicts
 from scores.users_service import users_service as users_service_client
@@ -75,10 +78,32 @@ def after_pause(breaker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not breaker.opened
 
 
+@contextmanager
+def database_alias(alias: str, settings_dict: dict[str, Any]) -> Iterator[None]:
+    """The database ``alias`` with these settings, completed as Django completes its configured
+    ones, for the duration: one the testing settings lack (``replica``, ``listen``), or one
+    this replaces for a while. Its connections are closed when it changes."""
+    previous = connections.settings.get(alias)
+    if previous is not None:
+        connections[alias].close()
+        del connections[alias]
+    configured = connections.configure_settings({"default": {}, alias: dict(settings_dict)})
+    connections.settings[alias] = configured[alias]
+    try:
+        yield
+    finally:
+        connections[alias].close()
+        del connections[alias]
+        if previous is None:
+            del connections.settings[alias]
+        else:
+            connections.settings[alias] = previous
+
+
 def _forget_state() -> None:
     cache.clear()
     local_verdicts.clear()
-    for breaker in (database_breaker, redis_breaker):
+    for breaker in (database_breaker, redis_breaker, replica_breaker):
         breaker.reset()
     users_service_client.forget_health()
 

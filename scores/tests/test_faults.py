@@ -389,7 +389,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
         "HOST": "127.0.0.1",
         "PORT": str(port),
     }
-    for name in ("CONN_MAX_AGE", "DATABASE_REPLICA_URL", "LOG_FORMAT", "TRUSTED_PROXY_COUNT"):
+    for name in (
+        "CONN_MAX_AGE",
+        "DATABASE_REPLICA_URL",
+        "DATABASE_LISTEN_URL",
+        "LOG_FORMAT",
+        "TRUSTED_PROXY_COUNT",
+    ):
         env.pop(name, None)  # production's defaults: persistent connections, JSON logs
     log = tmp / "serve.log"
     processes: list[subprocess.Popen[bytes]] = []

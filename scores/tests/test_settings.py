@@ -24,6 +24,8 @@ READ_BY_SETTINGS = (
     "ALLOWED_HOSTS",
     "DATABASE_URL",
     "DATABASE_TEST_URL",
+    "DATABASE_REPLICA_URL",
+    "DATABASE_LISTEN_URL",
     "CONN_MAX_AGE",
     "PREPARED_STATEMENTS",
     "CACHE_URL",
@@ -335,6 +337,55 @@ def test_postgresql_statements_are_prepared_unless_turned_off(
         ["-c", OPTIONS_PROBE],
         DJANGO_SETTINGS_MODULE="evalsvc.settings.production",
         **production_env(),
+        **env,
+    )
+
+    assert (result.returncode, result.stderr, json.loads(result.stdout or "null")) == (
+        0,
+        "",
+        expected,
+    )
+
+
+SECONDARY_DATABASES_PROBE = """
+import json
+from django.conf import settings
+
+print(json.dumps({
+    alias: {key: database.get(key) for key in ("HOST", "PORT", "NAME", "OPTIONS", "TEST")}
+    for alias, database in settings.DATABASES.items()
+    if alias != "default"
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, {}, id="unset-the-bell-listens-on-the-default-database"),
+        pytest.param(
+            {"DATABASE_LISTEN_URL": "postgres://scores@db-primary.internal:5432/scores_db"},
+            {
+                "listen": {
+                    "HOST": "db-primary.internal",
+                    "PORT": 5432,
+                    "NAME": "scores_db",
+                    "OPTIONS": DEADLINES,
+                    "TEST": {"MIRROR": "default"},
+                }
+            },
+            id="set-a-direct-connection-with-the-same-deadlines",
+        ),
+    ],
+)
+def test_database_listen_url_gives_the_events_bell_a_database_of_its_own(
+    env: dict[str, str], expected: dict[str, Any]
+) -> None:
+    result = run(
+        ["-c", SECONDARY_DATABASES_PROBE],
+        DJANGO_SETTINGS_MODULE="evalsvc.settings.production",
+        **production_env(),
+        PREPARED_STATEMENTS="false",
         **env,
     )
 
