@@ -208,7 +208,7 @@ def test_only_the_event_types_subscribed_to_are_delivered(receiver) -> None:
     )
     score = write(4, 7)
     write(4, 7, correct=False)
-    score_delete(score_id=score["id"])
+    score_delete(score_id=score["id"], actor="staff:test")
 
     one_round()
 
@@ -772,7 +772,7 @@ def test_the_docs_consumer_verifies_and_handles_each_event_once(admin, consumer_
     subscription_create(actor="staff:test", url=url, secret=secret)
     score = write(4, 7)
     write(4, 7, correct=False)
-    score_delete(score_id=score["id"])
+    score_delete(score_id=score["id"], actor="staff:test")
 
     one_round()
     Worker(poll=0.1).run(once=True)
