@@ -296,8 +296,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 
 
 def logging_config(log_format: str) -> dict[str, object]:
-    """Everything to stderr, as JSON lines (``json``) or as plain text (``plain``); one line
-    per request from ``evalsvc.request`` (scores.telemetry.RequestLogMiddleware)."""
+    """Everything to stderr, as JSON lines (``json``) or as plain text (``plain``), each message
+    once; one line per request, from ``evalsvc.request`` (scores.telemetry.RequestLogMiddleware),
+    under gunicorn and runserver alike."""
     formatters = {
         "json": {"()": "evalsvc.logs.JSONFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
@@ -309,10 +310,23 @@ def logging_config(log_format: str) -> dict[str, object]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatters[log_format]},
+        "filters": {"no_runserver_requests": {"()": "evalsvc.logs.WithoutRunserverRequestLines"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main"}},
         "root": {"handlers": ["console"], "level": LOG_LEVEL},
-        # 4xx/5xx are in the request log already; django.request would repeat every one.
-        "loggers": {"django.request": {"level": "ERROR"}},
+        "loggers": {
+            # Django's own handlers (its console under DEBUG) would print each of its messages
+            # a second time, besides ours.
+            "django": {"handlers": [], "level": LOG_LEVEL},
+            # 4xx/5xx are in the request log already; django.request would repeat every one.
+            "django.request": {"level": "ERROR"},
+            # runserver's line per request, too (its other messages stay).
+            "django.server": {
+                "handlers": ["console"],
+                "filters": ["no_runserver_requests"],
+                "level": LOG_LEVEL,
+                "propagate": False,
+            },
+        },
     }
 
 
