@@ -12,6 +12,7 @@ from django.views import csrf
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -263,6 +264,10 @@ class ScoreViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="scores_upsert",
         summary="Create or update a score (upsert)",
+        description="The old client's call: the caller's score for `exercise_id` (a privileged "
+        "caller names the user with `user_id`), created (201) or updated (200) in one "
+        "statement. `exercise_id` is required; so is `correct`, unless `points` and "
+        "`max_points` are both given (then `correct` is `points == max_points`).",
         request=ScoreWriteSerializer,
         responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
     )
@@ -324,7 +329,11 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @extend_schema(
         methods=["PUT"],
+        operation_id="scores_user_upsert",
         summary="Create or update the caller's score for one exercise (upsert)",
+        description="The later client's call (it was `PUT /scores/{exercise_id}`): `correct` is "
+        "required unless `points` and `max_points` are both given (then `correct` is "
+        "`points == max_points`). 201 created, 200 updated.",
         parameters=[EXERCISE_ID_PATH],
         request=ScoreCorrectSerializer,
         responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
@@ -409,6 +418,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(with_rates(page or []))
 
     @extend_schema(
+        operation_id="scores_bulk_upsert",
         summary="Upsert up to 1000 scores in one transaction (privileged callers)",
         request=BulkSerializer,
         responses={200: BulkResultSerializer, **write_errors()},
@@ -423,12 +433,21 @@ class ScoreViewSet(viewsets.GenericViewSet):
         return Response({"created": result.created, "updated": result.updated})
 
     @extend_schema(
+        operation_id="scores_export_csv",
         summary="The list's scores as CSV, streamed (privileged callers)",
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
                 description=f"Header {CSV_HEADER.strip()}; points and max_points are empty "
                 "for a score without them.",
+                examples=[
+                    OpenApiExample(
+                        "Two scores",
+                        value=f"{CSV_HEADER}"
+                        "17,4,5,true,2026-11-26T14:24:20.123456Z,2026-11-26T14:30:02.000001Z,,\n"
+                        "18,4,6,false,2026-11-26T14:25:00Z,2026-11-26T14:25:00Z,7.50,10.00\n",
+                    )
+                ],
             ),
             **error_responses(400, 403),
         },
@@ -532,7 +551,12 @@ class RedocView(JSONOptionsMixin, SpectacularRedocView):
 class PingView(PublicView):
     """The old service's health check."""
 
-    @extend_schema(summary="Ping (the old health check)", responses={200: PingSerializer})
+    @extend_schema(
+        operation_id="scores_ping",
+        summary="Ping (the old health check)",
+        responses={200: PingSerializer},
+        tags=["probes"],
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "success", "message": "pong!"})
 
@@ -540,7 +564,12 @@ class PingView(PublicView):
 class HealthView(PublicView):
     throttle_classes: list[Any] = []
 
-    @extend_schema(summary="Liveness: the process answers", responses={200: StatusSerializer})
+    @extend_schema(
+        operation_id="health",
+        summary="Liveness: the process answers",
+        responses={200: StatusSerializer},
+        tags=["probes"],
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
 
@@ -549,8 +578,10 @@ class ReadyView(PublicView):
     throttle_classes: list[Any] = []
 
     @extend_schema(
+        operation_id="ready",
         summary="Readiness: the database answers",
         responses={200: StatusSerializer, **error_responses()},
+        tags=["probes"],
     )
     def get(self, request: Request) -> Response:
         try:

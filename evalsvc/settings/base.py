@@ -257,11 +257,21 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "SCHEMA_PATH_PREFIX": r"/scores",
+    # This API's PATCHes are not partial updates: the upsert's body is the create's (its
+    # required fields included) and a score's PATCH is its PUT.
+    "COMPONENT_SPLIT_PATCH": False,
+    # Operation ids and default tags from the whole path: scores_list, scores_user_retrieve...
+    "SCHEMA_PATH_PREFIX": "",
+    "TAGS": [
+        {"name": "scores", "description": "Scores, their attempt logs, summaries and statistics."},
+        {"name": "events", "description": "The feed of score changes (privileged callers)."},
+        {"name": "probes", "description": "Liveness, readiness and the old service's ping."},
+    ],
     "SERVE_AUTHENTICATION": [],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "scores.schema.strip_trailing_slashes",
+        "scores.schema.declare_response_headers",
     ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "AUTHENTICATION_WHITELIST": [
