@@ -6,8 +6,11 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.db import connection, router
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils.decorators import method_decorator
 from django.views import csrf
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -18,7 +21,11 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -538,12 +545,19 @@ class SchemaView(JSONOptionsMixin, SpectacularAPIView):
     """The OpenAPI schema."""
 
 
-class SwaggerView(JSONOptionsMixin, SpectacularSwaggerView):
-    """Swagger UI, with its assets served locally."""
+class SwaggerView(JSONOptionsMixin, SpectacularSwaggerSplitView):
+    """Swagger UI, with its assets served locally; its start-up script is served by the same
+    route (``/docs?script``) instead of inline, and its page's style carries the CSP nonce."""
+
+    template_name = "scores/swagger_ui.html"
 
 
+# Redoc's styles are inserted at run time (styled-components), without a nonce, and its search
+# runs in a worker made from a blob: URL.
+@method_decorator(csp_update({"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]}), "dispatch")
 class RedocView(JSONOptionsMixin, SpectacularRedocView):
-    """Redoc, with its assets served locally and no web fonts fetched from elsewhere."""
+    """Redoc, with its assets served locally and no web fonts (nor Redocly's logo) fetched
+    from elsewhere."""
 
     template_name = "scores/redoc.html"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 import orjson
+from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "corsheaders",
+    "csp",
     "rest_framework",
     "rest_framework.authtoken",
     "axes",
@@ -56,6 +58,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "scores.telemetry.RequestLogMiddleware",  # first: sees every response, sets X-Request-ID
     "django.middleware.security.SecurityMiddleware",
+    "scores.middleware.PageSecurityPolicyMiddleware",  # django-csp's, on the HTML pages
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "scores.middleware.JSONErrorMiddleware",
@@ -192,6 +195,26 @@ X_FRAME_OPTIONS = "DENY"
 CSRF_FAILURE_VIEW = "scores.views.csrf_failure"  # JSON outside the admin
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_BODY_BYTES", default=1024 * 1024)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+
+# --- Content Security Policy (django-csp) ---------------------------------------------------
+# The HTML pages (the admin, /docs, /redoc) load only what the service serves: scripts and
+# style sheets from its own origin, inline styles only with the answer's nonce (the admin's
+# statistics page, the Swagger page), images from it or data: URIs (Swagger UI's icons), calls
+# to it (the schema, Swagger's "Try it out"), forms posted to it. /redoc adds what Redoc needs
+# (scores/views.py). Set on text/html answers only (scores.middleware): the API's JSON is
+# never rendered.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+    },
+}
 
 # --- Admin login lockout (django-axes; see SECURITY.md) -------------------------------------
 # ADMIN_LOGIN_FAILURE_LIMIT failed logins from one client address lock that address out of the
