@@ -61,11 +61,13 @@ def fenced_blocks(text: str, language: str) -> list[str]:
 
 
 def api_example_blocks() -> list[str]:
-    """The README's bash blocks that call the API as a user or as staff."""
+    """The README's bash blocks that call the API as a user or as staff: curl commands (and
+    variables they use), with the tokens bin/run printed."""
     return [
         block
         for block in fenced_blocks(README.read_text(), "bash")
-        if "$USER_TOKEN" in block or "$STAFF_TOKEN" in block
+        if ("$USER_TOKEN" in block or "$STAFF_TOKEN" in block)
+        and all(re.match(r"curl |[A-Z_]+=\$\(", example.command) for example in examples_of(block))
     ]
 
 
