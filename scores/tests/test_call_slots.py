@@ -75,8 +75,8 @@ def test_the_marks_say_failing_and_open_until_they_expire_or_are_cleared(
 def _hold_for(directory: str, held: multiprocessing.synchronize.Event, done: float) -> None:
     other = CallSlots("dependency", 2, directory)
     with other.hold(0), other.hold(0):
-        held.set()
         other.mark_open(30)
+        held.set()  # after the mark: the parent reads both at once
         threading.Event().wait(done)
 
 
