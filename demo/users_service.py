@@ -2,11 +2,12 @@
 stack: it answers ``GET /auth/status`` as the users service does (scores/users_service.py), for
 the tokens it is given, and 401 for any other. ``GET /health`` answers 200.
 
-    python -m demo.users_service --bind 127.0.0.1:0 --user TOKEN=4 --user TOKEN2=1:admin \
+    python -m demo.users_service --bind 127.0.0.1:0 --user=TOKEN=4 --user=TOKEN2=1:admin \
         [--url-file PATH]
 
-``--user TOKEN=ID[:admin]`` (repeatable; or ``DEMO_USERS="TOKEN=ID[:admin],..."`` in the
-environment) vouches for TOKEN as platform user ID, privileged with ``:admin``. ``--bind``
+``--user=TOKEN=ID[:admin]`` (repeatable; the ``=`` keeps a token that starts with ``-`` a
+value; or ``DEMO_USERS="TOKEN=ID[:admin],..."`` in the environment) vouches for TOKEN as
+platform user ID, privileged with ``:admin``. ``--bind``
 takes ``HOST:PORT``; port 0 picks a free one, and ``--url-file`` receives the base URL once it
 listens (bin/run waits for it). Runs until SIGTERM or SIGINT. Python's standard library only.
 """
