@@ -1,7 +1,8 @@
 """Known vulnerabilities in the pinned runtime requirements, for CI (.ci/run, .gitlab-ci.yml).
 
-Runs ``pip-audit -r requirements/base.txt`` (the runtime dependencies and what they pull in)
-against PyPI's advisory data. A known vulnerability fails, listing each one. When the advisory
+Runs ``pip-audit -r requirements/base.lock --no-deps`` (the runtime dependencies and what they
+pull in, exactly as the lock pins them: nothing is resolved or installed) against PyPI's
+advisory data. A known vulnerability fails, listing each one. When the advisory
 data cannot be had at all (no network, or an index that does not serve PyPI's per-release JSON
 API) it prints one line, ``skipped: <reason>``, and succeeds: there is nothing to judge. Any
 other failure of pip-audit fails.
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REQUIREMENTS = "requirements/base.txt"
+REQUIREMENTS = "requirements/base.lock"
 NOT_ON_INDEX = "Dependency not found on PyPI"
 UNREACHABLE = (
     "NewConnectionError",
@@ -40,6 +41,8 @@ def audit() -> tuple[dict[str, Any] | None, str]:
                 "pip_audit",
                 "--requirement",
                 REQUIREMENTS,
+                "--no-deps",
+                "--disable-pip",
                 "--progress-spinner",
                 "off",
                 "--format",

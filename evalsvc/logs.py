@@ -32,3 +32,14 @@ class NotUnavailable(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return getattr(record, "status_code", None) != 503
+
+
+class WithoutRunserverRequestLines(logging.Filter):
+    """Drops the development server's line for each request it served (``django.server``'s
+    ``"GET /path HTTP/1.1" 200 38``): ``evalsvc.request`` has one for each already. Its other
+    messages (a request it could not parse, HTTPS sent to it, a broken pipe) pass."""
+
+    REQUEST_LINE = '"%s" %s %s'  # http.server's log_request format
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == self.REQUEST_LINE and hasattr(record, "status_code"))

@@ -7,6 +7,8 @@ service did not issue (forged, truncated, edited, or taken from another list) is
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core import signing
 from rest_framework import exceptions
 from rest_framework.pagination import Cursor, CursorPagination
@@ -32,6 +34,16 @@ class IdCursorPagination(CursorPagination):
             return parse_count_text(raw, maximum=self.max_page_size)
         except InvalidValue as exc:
             raise exceptions.ValidationError({"page_size": [str(exc)]}) from exc
+
+    example_path = "/scores"  # for the schema's example of a next/previous link
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """DRF's page schema, with links of this service as examples."""
+        paged: dict[str, Any] = super().get_paginated_response_schema(schema)
+        link = f"https://scores.example.com{self.example_path}?cursor=WzAsZmFsc2UsIjE3Il0:1vB2xq:k3"
+        paged["properties"]["next"]["example"] = link
+        paged["properties"]["previous"]["example"] = None
+        return paged
 
     @property
     def _salt(self) -> str:
@@ -62,9 +74,11 @@ class IdCursorPagination(CursorPagination):
 
 class ExerciseCursorPagination(IdCursorPagination):
     ordering = "exercise_id"
+    example_path = "/scores/stats/exercises"
 
 
 class AttemptCursorPagination(IdCursorPagination):
     """A score's attempts, oldest first (by attempted_at, then as logged)."""
 
     ordering = ("attempted_at", "id")
+    example_path = "/scores/17/attempts"

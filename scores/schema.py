@@ -1,11 +1,13 @@
-"""OpenAPI pieces drf-spectacular cannot infer: the bearer scheme and the error responses."""
+"""OpenAPI pieces drf-spectacular cannot infer: the bearer scheme, the error responses with an
+example of each, the response headers (``X-Request-ID`` on every answer, ``Retry-After`` on
+429 and 503, ``WWW-Authenticate`` on 401) and the pagination links' examples."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
 from scores.models import MAX_ID
 from scores.serializers import ErrorSerializer, ScoreSerializer
@@ -40,11 +42,34 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+# What the service answers in each case (the example shown for each error response).
+ERROR_EXAMPLES: dict[int, dict[str, Any]] = {
+    400: {"detail": "Invalid input.", "errors": {"exercise_id": ["This field is required."]}},
+    401: {"detail": "Authentication credentials were not provided."},
+    403: {"detail": "You may only read and write your own scores."},
+    404: {"detail": "No such score."},
+    405: {"detail": 'Method "DELETE" not allowed.'},
+    409: {
+        "detail": "A score for this user and exercise already exists; PATCH /scores updates "
+        "it (upsert)."
+    },
+    413: {"detail": "The request body is larger than 1048576 bytes."},
+    414: {"detail": "Request line too long."},
+    415: {"detail": 'Unsupported media type "text/plain" in request.'},
+    429: {"detail": "Request was throttled. Expected available in 5 seconds."},
+    503: {"detail": "The users service is unavailable; retry later."},
+}
+
+
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     """Responses for the given error codes, plus those every authenticated route can give."""
     every = (401, 405, 414, 429, 503)
     return {
-        code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        code: OpenApiResponse(
+            ErrorSerializer,
+            description=ERROR_DESCRIPTIONS[code],
+            examples=[OpenApiExample(f"Error {code}", value=ERROR_EXAMPLES[code])],
+        )
         for code in sorted({*codes, *every})
     }
 
@@ -83,6 +108,42 @@ REASON_QUERY = OpenApiParameter(
 SCORE_ID_PATH = OpenApiParameter(
     "id", {"type": "integer", "minimum": 1}, OpenApiParameter.PATH, description="The score's id."
 )
+
+
+# Response headers, declared once under components and referenced by every response.
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "The request's id, as in the service's log line: the client's own "
+        "X-Request-ID if it sent a usable one (up to 128 of A-Za-z0-9._:@/+=-), else a new one.",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "WWW-Authenticate": {
+        "description": "The authentication scheme to use: Bearer.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+HEADERS_OF_STATUS = {"401": ["WWW-Authenticate"], "429": ["Retry-After"], "503": ["Retry-After"]}
+
+
+def declare_response_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: every response declares ``X-Request-ID``, a 401 its
+    ``WWW-Authenticate`` and a 429 or 503 its ``Retry-After``, as the service sends them."""
+    result.setdefault("components", {})["headers"] = RESPONSE_HEADERS
+    for item in result["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                headers = response.setdefault("headers", {})
+                for name in ["X-Request-ID", *HEADERS_OF_STATUS.get(status, [])]:
+                    headers[name] = {"$ref": f"#/components/headers/{name}"}
+    return result
 
 
 def strip_trailing_slashes(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema_field,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 from scores.validation import MAX_ID
@@ -50,6 +55,37 @@ def write_field(name: str, *, required: bool, help_text: str | None = None) -> s
     raise ValueError(f"no schema mapping for {name}: {spec.schema}")  # pragma: no cover
 
 
+# --- Examples, shown with each request body and answer in the schema ------------------------
+SCORE_EXAMPLE = {
+    "id": 17,
+    "user_id": 4,
+    "exercise_id": 5,
+    "correct": True,
+    "created_at": "2026-11-26T14:24:20.123456Z",
+    "updated_at": "2026-11-26T14:30:02.000001Z",
+    "attempts": 2,
+    "first_correct_at": "2026-11-26T14:30:01Z",
+    "points": None,
+    "max_points": None,
+}
+ATTEMPT_ID_EXAMPLE = "6f1c2b1e-54a9-4a55-a1de-3b1bd0f0c2a7"
+
+
+def request_examples(*examples: tuple[str, dict[str, Any]]) -> Any:
+    """``extend_schema_serializer`` with these (name, value) request examples."""
+    return extend_schema_serializer(
+        examples=[OpenApiExample(name, value=value, request_only=True) for name, value in examples]
+    )
+
+
+def answer_example(value: dict[str, Any]) -> Any:
+    """``extend_schema_serializer`` with this example of an answer (200 and 201; a list's
+    example is this one item, paginated)."""
+    return extend_schema_serializer(
+        examples=[OpenApiExample("Example", value=value, response_only=True)]
+    )
+
+
 CORRECT_HELP = (
     "Whether the attempt was right (true/false, or 0/1). Required unless points and max_points "
     "are given; then it defaults to points == max_points."
@@ -83,8 +119,24 @@ class WriteSerializer(serializers.Serializer):
             raise serializers.ValidationError(exc.errors) from exc
 
 
+@request_examples(
+    ("The old client's upsert", {"exercise_id": 5, "correct": True}),
+    (
+        "The grader: partial credit, a retry key, when it happened",
+        {
+            "user_id": 4,
+            "exercise_id": 5,
+            "points": 7.5,
+            "max_points": 10,
+            "attempt_id": ATTEMPT_ID_EXAMPLE,
+            "attempted_at": "2026-11-26T14:30:01Z",
+        },
+    ),
+)
 class ScoreWriteSerializer(WriteSerializer):
-    """Body of ``POST /scores`` and ``PATCH /scores``."""
+    """Body of ``POST /scores`` and ``PATCH /scores``: ``exercise_id`` is required; so is
+    ``correct``, unless ``points`` and ``max_points`` are both given (then ``correct`` is
+    ``points == max_points``)."""
 
     exercise_id = write_field("exercise_id", required=True)
     correct, points, max_points = result_fields().values()
@@ -94,8 +146,13 @@ class ScoreWriteSerializer(WriteSerializer):
     reason = write_field("reason", required=False)
 
 
+@request_examples(
+    ("The later client's upsert", {"correct": True}),
+    ("Partial credit", {"points": 7.5, "max_points": 10}),
+)
 class ScoreCorrectSerializer(WriteSerializer):
-    """Body of ``PUT /scores/user/{exercise_id}``."""
+    """Body of ``PUT /scores/user/{exercise_id}``: ``correct`` is required unless ``points`` and
+    ``max_points`` are both given (then ``correct`` is ``points == max_points``)."""
 
     correct, points, max_points = result_fields().values()
     user_id = write_field(
@@ -108,9 +165,11 @@ class ScoreCorrectSerializer(WriteSerializer):
     reason = write_field("reason", required=False)
 
 
+@request_examples(("A correction", {"correct": False}))
 class ScoreUpdateSerializer(WriteSerializer):
     """Body of ``PUT``/``PATCH /scores/{id}``: only ``correct`` changes; the ids may be repeated
-    but not changed."""
+    but not changed. ``correct`` is required unless ``points`` and ``max_points`` are both
+    given."""
 
     correct, points, max_points = result_fields().values()
     user_id = write_field(
@@ -133,6 +192,17 @@ class BulkItemSerializer(WriteSerializer):
     reason = write_field("reason", required=False)
 
 
+@request_examples(
+    (
+        "Two scores",
+        {
+            "scores": [
+                {"user_id": 4, "exercise_id": 5, "correct": True},
+                {"user_id": 5, "exercise_id": 5, "points": 3, "max_points": 10},
+            ]
+        },
+    )
+)
 class BulkSerializer(serializers.Serializer):
     """Body of ``POST /scores/bulk``, read by ``scores.writes.parse_bulk``."""
 
@@ -152,6 +222,7 @@ class BulkSerializer(serializers.Serializer):
             raise serializers.ValidationError(exc.errors) from exc
 
 
+@answer_example(SCORE_EXAMPLE)
 class ScoreSerializer(serializers.Serializer):
     """The Score resource as the API returns it."""
 
@@ -178,6 +249,22 @@ class ScoreSerializer(serializers.Serializer):
     )
 
 
+@answer_example(
+    {
+        "id": 31,
+        "score_id": 17,
+        "user_id": 4,
+        "exercise_id": 5,
+        "correct": True,
+        "attempted_at": "2026-11-26T14:30:01Z",
+        "recorded_at": "2026-11-26T14:30:02.000001Z",
+        "recorded_by": "grader",
+        "attempt_id": ATTEMPT_ID_EXAMPLE,
+        "applied": True,
+        "points": None,
+        "max_points": None,
+    }
+)
 class AttemptSerializer(serializers.Serializer):
     """One entry of a score's attempt log."""
 
@@ -221,11 +308,23 @@ class ErasureSerializer(serializers.Serializer):
     attempts_deleted = serializers.IntegerField(min_value=0)
 
 
+@answer_example({"created": 1, "updated": 1})
 class BulkResultSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
 
 
+@answer_example(
+    {
+        "user_id": 4,
+        "attempted": 10,
+        "correct": 7,
+        "incorrect": 3,
+        "last_updated_at": "2026-11-26T14:30:02.000001Z",
+        "points": 17.5,
+        "max_points": 30,
+    }
+)
 class SummarySerializer(serializers.Serializer):
     user_id = serializers.IntegerField()
     attempted = serializers.IntegerField(help_text="Exercises with a score.")
@@ -246,6 +345,17 @@ class SummarySerializer(serializers.Serializer):
     )
 
 
+@answer_example(
+    {
+        "exercise_id": 5,
+        "attempted": 20,
+        "correct": 15,
+        "success_rate": 0.75,
+        "first_try_correct": 9,
+        "avg_attempts_to_correct": 1.6,
+        "avg_points_ratio": None,
+    }
+)
 class ExerciseStatsSerializer(serializers.Serializer):
     exercise_id = serializers.IntegerField()
     attempted = serializers.IntegerField(help_text="Users with a score for the exercise.")
@@ -276,11 +386,13 @@ class ErrorSerializer(serializers.Serializer):
     )
 
 
+@answer_example({"status": "success", "message": "pong!"})
 class PingSerializer(serializers.Serializer):
     status = serializers.CharField()
     message = serializers.CharField()
 
 
+@answer_example({"status": "ok"})
 class StatusSerializer(serializers.Serializer):
     status = serializers.CharField()
 
@@ -330,6 +442,24 @@ EventSerializer = inline_serializer(
 )
 
 
+@answer_example(
+    {
+        "results": [
+            {
+                "specversion": "1.0",
+                "id": "0b6f3f4e-9f0a-4c55-8d52-0c6e1f1b9a10",
+                "source": "evalsvc",
+                "type": "score.updated",
+                "time": "2026-11-26T14:30:02.000001Z",
+                "subject": "users/4/exercises/5",
+                "datacontenttype": "application/json",
+                "sequence": 42,
+                "data": SCORE_EXAMPLE,
+            }
+        ],
+        "next_after": 42,
+    }
+)
 class EventPageSerializer(serializers.Serializer):
     results = serializers.ListField(child=EventSerializer)
     next_after = serializers.IntegerField(

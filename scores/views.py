@@ -6,18 +6,26 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.db import connection, router
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils.decorators import method_decorator
 from django.views import csrf
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -259,6 +267,10 @@ class ScoreViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="scores_upsert",
         summary="Create or update a score (upsert)",
+        description="The old client's call: the caller's score for `exercise_id` (a privileged "
+        "caller names the user with `user_id`), created (201) or updated (200) in one "
+        "statement. `exercise_id` is required; so is `correct`, unless `points` and "
+        "`max_points` are both given (then `correct` is `points == max_points`).",
         request=ScoreWriteSerializer,
         responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
     )
@@ -321,7 +333,11 @@ class ScoreViewSet(viewsets.GenericViewSet):
     )
     @extend_schema(
         methods=["PUT"],
+        operation_id="scores_user_upsert",
         summary="Create or update the caller's score for one exercise (upsert)",
+        description="The later client's call (it was `PUT /scores/{exercise_id}`): `correct` is "
+        "required unless `points` and `max_points` are both given (then `correct` is "
+        "`points == max_points`). 201 created, 200 updated.",
         parameters=[EXERCISE_ID_PATH],
         request=ScoreCorrectSerializer,
         responses={200: ScoreSerializer, 201: ScoreSerializer, **write_errors(404)},
@@ -406,6 +422,7 @@ class ScoreViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(with_rates(page or []))
 
     @extend_schema(
+        operation_id="scores_bulk_upsert",
         summary="Upsert up to 1000 scores in one transaction (privileged callers)",
         request=BulkSerializer,
         responses={200: BulkResultSerializer, **write_errors()},
@@ -420,12 +437,21 @@ class ScoreViewSet(viewsets.GenericViewSet):
         return Response({"created": result.created, "updated": result.updated})
 
     @extend_schema(
+        operation_id="scores_export_csv",
         summary="The list's scores as CSV, streamed (privileged callers)",
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
                 description=f"Header {CSV_HEADER.strip()}; points and max_points are empty "
                 "for a score without them.",
+                examples=[
+                    OpenApiExample(
+                        "Two scores",
+                        value=f"{CSV_HEADER}"
+                        "17,4,5,true,2026-11-26T14:24:20.123456Z,2026-11-26T14:30:02.000001Z,,\n"
+                        "18,4,6,false,2026-11-26T14:25:00Z,2026-11-26T14:25:00Z,7.50,10.00\n",
+                    )
+                ],
             ),
             **error_responses(400, 403),
         },
@@ -516,12 +542,19 @@ class SchemaView(JSONOptionsMixin, SpectacularAPIView):
     """The OpenAPI schema."""
 
 
-class SwaggerView(JSONOptionsMixin, SpectacularSwaggerView):
-    """Swagger UI, with its assets served locally."""
+class SwaggerView(JSONOptionsMixin, SpectacularSwaggerSplitView):
+    """Swagger UI, with its assets served locally; its start-up script is served by the same
+    route (``/docs?script``) instead of inline, and its page's style carries the CSP nonce."""
+
+    template_name = "scores/swagger_ui.html"
 
 
+# Redoc's styles are inserted at run time (styled-components), without a nonce, and its search
+# runs in a worker made from a blob: URL.
+@method_decorator(csp_update({"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]}), "dispatch")
 class RedocView(JSONOptionsMixin, SpectacularRedocView):
-    """Redoc, with its assets served locally and no web fonts fetched from elsewhere."""
+    """Redoc, with its assets served locally and no web fonts (nor Redocly's logo) fetched
+    from elsewhere."""
 
     template_name = "scores/redoc.html"
 
@@ -529,7 +562,12 @@ class RedocView(JSONOptionsMixin, SpectacularRedocView):
 class PingView(PublicView):
     """The old service's health check."""
 
-    @extend_schema(summary="Ping (the old health check)", responses={200: PingSerializer})
+    @extend_schema(
+        operation_id="scores_ping",
+        summary="Ping (the old health check)",
+        responses={200: PingSerializer},
+        tags=["probes"],
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "success", "message": "pong!"})
 
@@ -537,7 +575,12 @@ class PingView(PublicView):
 class HealthView(PublicView):
     throttle_classes: list[Any] = []
 
-    @extend_schema(summary="Liveness: the process answers", responses={200: StatusSerializer})
+    @extend_schema(
+        operation_id="health",
+        summary="Liveness: the process answers",
+        responses={200: StatusSerializer},
+        tags=["probes"],
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
 
@@ -546,8 +589,10 @@ class ReadyView(PublicView):
     throttle_classes: list[Any] = []
 
     @extend_schema(
+        operation_id="ready",
         summary="Readiness: the database answers",
         responses={200: StatusSerializer, **error_responses()},
+        tags=["probes"],
     )
     def get(self, request: Request) -> Response:
         try:

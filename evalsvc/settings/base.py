@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 import orjson
+from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "corsheaders",
+    "csp",
     "rest_framework",
     "rest_framework.authtoken",
     "axes",
@@ -56,6 +58,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "scores.telemetry.RequestLogMiddleware",  # first: sees every response, sets X-Request-ID
     "django.middleware.security.SecurityMiddleware",
+    "scores.middleware.PageSecurityPolicyMiddleware",  # django-csp's, on the HTML pages
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "scores.middleware.JSONErrorMiddleware",
@@ -205,6 +208,26 @@ CSRF_FAILURE_VIEW = "scores.views.csrf_failure"  # JSON outside the admin
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_BODY_BYTES", default=1024 * 1024)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 
+# --- Content Security Policy (django-csp) ---------------------------------------------------
+# The HTML pages (the admin, /docs, /redoc) load only what the service serves: scripts and
+# style sheets from its own origin, inline styles only with the answer's nonce (the admin's
+# statistics page, the Swagger page), images from it or data: URIs (Swagger UI's icons), calls
+# to it (the schema, Swagger's "Try it out"), forms posted to it. /redoc adds what Redoc needs
+# (scores/views.py). Set on text/html answers only (scores.middleware): the API's JSON is
+# never rendered.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+    },
+}
+
 # --- Admin login lockout (django-axes; see SECURITY.md) -------------------------------------
 # ADMIN_LOGIN_FAILURE_LIMIT failed logins from one client address lock that address out of the
 # login (429, even with the right password) for ADMIN_LOGIN_LOCKOUT_SECONDS. Attempts are kept
@@ -269,11 +292,21 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "SCHEMA_PATH_PREFIX": r"/scores",
+    # This API's PATCHes are not partial updates: the upsert's body is the create's (its
+    # required fields included) and a score's PATCH is its PUT.
+    "COMPONENT_SPLIT_PATCH": False,
+    # Operation ids and default tags from the whole path: scores_list, scores_user_retrieve...
+    "SCHEMA_PATH_PREFIX": "",
+    "TAGS": [
+        {"name": "scores", "description": "Scores, their attempt logs, summaries and statistics."},
+        {"name": "events", "description": "The feed of score changes (privileged callers)."},
+        {"name": "probes", "description": "Liveness, readiness and the old service's ping."},
+    ],
     "SERVE_AUTHENTICATION": [],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "scores.schema.strip_trailing_slashes",
+        "scores.schema.declare_response_headers",
     ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # The event types: one enum for the feed's events and the webhooks' event_types.
@@ -323,8 +356,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 
 
 def logging_config(log_format: str) -> dict[str, object]:
-    """Everything to stderr, as JSON lines (``json``) or as plain text (``plain``); one line
-    per request from ``evalsvc.request`` (scores.telemetry.RequestLogMiddleware)."""
+    """Everything to stderr, as JSON lines (``json``) or as plain text (``plain``), each message
+    once; one line per request, from ``evalsvc.request`` (scores.telemetry.RequestLogMiddleware),
+    under gunicorn and runserver alike."""
     formatters = {
         "json": {"()": "evalsvc.logs.JSONFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
@@ -336,12 +370,27 @@ def logging_config(log_format: str) -> dict[str, object]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatters[log_format]},
-        "filters": {"not_unavailable": {"()": "evalsvc.logs.NotUnavailable"}},
+        "filters": {
+            "no_runserver_requests": {"()": "evalsvc.logs.WithoutRunserverRequestLines"},
+            "not_unavailable": {"()": "evalsvc.logs.NotUnavailable"},
+        },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main"}},
         "root": {"handlers": ["console"], "level": LOG_LEVEL},
-        # 4xx/5xx are in the request log already; django.request would repeat every one (a
-        # 500 keeps its traceback there).
-        "loggers": {"django.request": {"level": "ERROR", "filters": ["not_unavailable"]}},
+        "loggers": {
+            # Django's own handlers (its console under DEBUG) would print each of its messages
+            # a second time, besides ours.
+            "django": {"handlers": [], "level": LOG_LEVEL},
+            # 4xx/5xx are in the request log already; django.request would repeat every one (a
+            # 500 keeps its traceback there).
+            "django.request": {"level": "ERROR", "filters": ["not_unavailable"]},
+            # runserver's line per request, too (its other messages stay).
+            "django.server": {
+                "handlers": ["console"],
+                "filters": ["no_runserver_requests"],
+                "level": LOG_LEVEL,
+                "propagate": False,
+            },
+        },
     }
 
 

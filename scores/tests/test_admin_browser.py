@@ -1,6 +1,8 @@
-"""The admin in a real browser: headless Chromium logs in as staff through the login form and
-loads the score list and the statistics page from a live server. A page or asset that is not
-200 (or 304), or any console error, fails the test.
+"""The HTML pages in a real browser: headless Chromium logs in as staff through the admin's
+login form and loads the score list and the statistics page from a live server, and loads the
+API docs (/docs, Swagger UI; /redoc). A page or asset that is not 200 (or 304), any console
+error, any Content-Security-Policy violation (a ``securitypolicyviolation`` listener in every
+page) or any request to another origin fails the test.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped
 without them. ``ADMIN_SCREENSHOT_DIR=/some/dir`` keeps the screenshots of both pages there.
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,8 @@ def browser() -> Iterator[webdriver.Chrome]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # Injected by the browser before any script of the page, whatever its policy allows.
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_LISTENER})
     yield driver
     driver.quit()
 
@@ -78,18 +83,54 @@ def graded() -> None:
         )
 
 
-def responses(driver: webdriver.Chrome) -> list[tuple[str, str, int]]:
-    """(resource type, url, status) of every response since the last call, but the browser's
-    own probe for /favicon.ico (no page of ours links one; the API answers it 404)."""
-    seen = []
+CSP_LISTENER = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(`${event.effectiveDirective} ${event.blockedURI}`);
+});
+"""
+
+
+def csp_violations(driver: webdriver.Chrome) -> list[str]:
+    """What the page's ``securitypolicyviolation`` listener heard."""
+    return list(driver.execute_script("return window.cspViolations || []"))
+
+
+@dataclass
+class Network:
+    """What the browser fetched since the last look: (resource type, url, status) of each
+    response but the browser's own probe for /favicon.ico (no page of ours links one; the API
+    answers it 404), the URL of every request, the response headers of each document."""
+
+    responses: list[tuple[str, str, int]]
+    requests: list[str]
+    document_headers: dict[str, dict[str, str]]
+
+
+def network(driver: webdriver.Chrome) -> Network:
+    seen = Network(responses=[], requests=[], document_headers={})
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.responseReceived":
-            params = message["params"]
+        params = message["params"]
+        if message["method"] == "Network.requestWillBeSent":
+            seen.requests.append(params["request"]["url"])
+        elif message["method"] == "Network.responseReceived":
             url = params["response"]["url"]
             if not url.endswith("/favicon.ico"):
-                seen.append((params["type"], url, params["response"]["status"]))
+                seen.responses.append((params["type"], url, params["response"]["status"]))
+            if params["type"] == "Document":
+                headers = params["response"]["headers"]
+                seen.document_headers[url] = {k.lower(): v for k, v in headers.items()}
     return seen
+
+
+def responses(driver: webdriver.Chrome) -> list[tuple[str, str, int]]:
+    return network(driver).responses
+
+
+def elsewhere(urls: list[str], origin: str) -> list[str]:
+    """The URLs that leave ``origin`` (the page's own data: and blob: URLs stay)."""
+    return [url for url in urls if not url.startswith((f"{origin}/", "data:", "blob:"))]
 
 
 def console_errors(driver: webdriver.Chrome) -> list[str]:
@@ -100,18 +141,27 @@ def console_errors(driver: webdriver.Chrome) -> list[str]:
     ]
 
 
-def assert_loaded(driver: webdriver.Chrome, url: str) -> None:
-    """The page now shown is ``url`` (waiting up to 20 s for the navigation a click started),
-    answered 200 with every asset fine and a quiet console."""
+def assert_loaded(driver: webdriver.Chrome, url: str, shown: str | None = None) -> None:
+    """The page now shown is ``url`` (waiting up to 20 s for the navigation a click started,
+    and for an element matching the CSS selector ``shown``, if given), answered 200 under a
+    Content-Security-Policy with every asset fine, nothing asked of another origin, no
+    violation of the policy and a quiet console."""
     WebDriverWait(driver, 20).until(expected_conditions.url_to_be(url))
     WebDriverWait(driver, 20).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
-    seen = responses(driver)
-    assert [(kind, address, status) for kind, address, status in seen if kind == "Document"][
-        -1
-    ] == ("Document", url, 200)
-    assert [entry for entry in seen if entry[2] not in (200, 304)] == []
+    if shown is not None:
+        WebDriverWait(driver, 20).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, shown))
+        )
+    seen = network(driver)
+    assert [
+        (kind, address, status) for kind, address, status in seen.responses if kind == "Document"
+    ][-1] == ("Document", url, 200)
+    assert "default-src 'none'" in seen.document_headers[url]["content-security-policy"]
+    assert [entry for entry in seen.responses if entry[2] not in (200, 304)] == []
+    assert elsewhere(seen.requests, url.split("/", 3)[:3] and "/".join(url.split("/", 3)[:3])) == []
+    assert csp_violations(driver) == []
     assert console_errors(driver) == []
     assert driver.current_url == url
 
@@ -148,3 +198,19 @@ def test_staff_browse_the_score_list_and_the_statistics(
         for bar in browser.find_elements(By.CSS_SELECTOR, "svg.stats-bar")
     ] == ["3 of 4 correct", "1 of 3 correct", "1 of 1 correct"]
     assert browser.save_screenshot(str(shots / "admin-statistics.png"))
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/docs", ".swagger-ui .opblock-tag"),  # Swagger UI drew the operations
+        ("/redoc", ".api-content h1"),  # Redoc drew the schema
+    ],
+)
+def test_the_api_docs_load_only_from_the_service_without_a_policy_violation(
+    browser, live_server, path, shown
+) -> None:
+    browser.get(f"{live_server.url}{path}")
+
+    assert_loaded(browser, f"{live_server.url}{path}", shown)
+    assert browser.find_elements(By.CSS_SELECTOR, shown)

@@ -180,8 +180,64 @@ def test_the_docs_page_over_tls_carries_the_security_headers(production_like, an
     response = anon.get("/docs", **TLS)
 
     assert response.status_code == 200
-    # drf-spectacular relaxes the opener policy of Swagger UI for its OAuth2 pop-up.
-    assert security_headers(response) == {**OVER_TLS, "Cross-Origin-Opener-Policy": "unsafe-none"}
+    assert security_headers(response) == OVER_TLS
+
+
+# The Content-Security-Policy (django-csp) of the HTML pages: they load only what the service
+# serves.
+POLICY = {
+    "default-src": "'none'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+    "base-uri": "'none'",
+}
+
+
+def directives(response: Any) -> dict[str, str]:
+    """The answer's Content-Security-Policy, directive by directive."""
+    header = response["Content-Security-Policy"]
+    return dict(part.strip().split(" ", 1) for part in header.split(";"))
+
+
+def test_the_admin_pages_carry_the_content_security_policy(production_like, anon) -> None:
+    assert directives(anon.get("/admin/login/", **TLS)) == POLICY
+
+
+@pytest.mark.parametrize(
+    "path", ["/scores/ping", "/scores", "/schema", "/no/such/route", "/docs?script", "/metrics"]
+)
+def test_answers_no_browser_renders_as_a_page_carry_no_policy(production_like, anon, path) -> None:
+    response = anon.get(path, **TLS)
+
+    assert not response["Content-Type"].startswith("text/html")
+    assert "Content-Security-Policy" not in response
+
+
+def test_the_swagger_page_allows_only_its_own_inline_style_by_nonce(production_like, anon) -> None:
+    response = anon.get("/docs", **TLS)
+    again = anon.get("/docs", **TLS)
+
+    [nonce] = re.findall(r'<style nonce="([^"]+)">', response.content.decode())
+    assert directives(response) == {**POLICY, "style-src": f"'self' 'nonce-{nonce}'"}
+    assert "<script>" not in response.content.decode()  # its start-up script: /docs?script
+    assert directives(again)["style-src"] != directives(response)["style-src"]
+
+
+def test_the_redoc_page_allows_the_inline_styles_and_search_worker_redoc_makes(
+    production_like, anon
+) -> None:
+    response = anon.get("/redoc", **TLS)
+
+    assert directives(response) == {
+        **POLICY,
+        "style-src": "'self' 'unsafe-inline'",
+        "worker-src": "blob:",
+    }
+    assert "<script>" not in response.content.decode()
 
 
 def test_admin_pages_over_tls_carry_the_security_headers_and_secure_cookies(
