@@ -69,6 +69,21 @@ SCORE_EXAMPLE = {
     "max_points": None,
 }
 ATTEMPT_ID_EXAMPLE = "6f1c2b1e-54a9-4a55-a1de-3b1bd0f0c2a7"
+ATTEMPT_EXAMPLE = {
+    "id": 31,
+    "score_id": 17,
+    "user_id": 4,
+    "exercise_id": 5,
+    "correct": True,
+    "attempted_at": "2026-11-26T14:30:01Z",
+    "recorded_at": "2026-11-26T14:30:02.000001Z",
+    "recorded_by": "grader",
+    "attempt_id": ATTEMPT_ID_EXAMPLE,
+    "applied": True,
+    "points": None,
+    "max_points": None,
+    "reason": None,
+}
 
 
 def request_examples(*examples: tuple[str, dict[str, Any]]) -> Any:
@@ -249,22 +264,7 @@ class ScoreSerializer(serializers.Serializer):
     )
 
 
-@answer_example(
-    {
-        "id": 31,
-        "score_id": 17,
-        "user_id": 4,
-        "exercise_id": 5,
-        "correct": True,
-        "attempted_at": "2026-11-26T14:30:01Z",
-        "recorded_at": "2026-11-26T14:30:02.000001Z",
-        "recorded_by": "grader",
-        "attempt_id": ATTEMPT_ID_EXAMPLE,
-        "applied": True,
-        "points": None,
-        "max_points": None,
-    }
-)
+@answer_example(ATTEMPT_EXAMPLE)
 class AttemptSerializer(serializers.Serializer):
     """One entry of a score's attempt log."""
 
@@ -289,6 +289,24 @@ class AttemptSerializer(serializers.Serializer):
     )
 
 
+@answer_example(
+    {
+        "user_id": 4,
+        "scores": [SCORE_EXAMPLE],
+        "attempts": [
+            {
+                **ATTEMPT_EXAMPLE,
+                "id": 30,
+                "correct": False,
+                "attempted_at": "2026-11-26T14:24:20.123456Z",
+                "recorded_at": "2026-11-26T14:24:20.123456Z",
+                "recorded_by": "4",
+                "attempt_id": None,
+            },
+            {**ATTEMPT_EXAMPLE, "reason": "Regraded after the test fix"},
+        ],
+    }
+)
 class PrivacyExportSerializer(serializers.Serializer):
     """Everything stored about one user (``GET /privacy/users/{user_id}``)."""
 
@@ -300,6 +318,20 @@ class PrivacyExportSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Erased",
+            value={"user_id": 4, "scores_deleted": 1, "attempts_deleted": 2},
+            response_only=True,
+        ),
+        OpenApiExample(
+            "Nothing stored",
+            value={"user_id": 4, "scores_deleted": 0, "attempts_deleted": 0},
+            response_only=True,
+        ),
+    ]
+)
 class ErasureSerializer(serializers.Serializer):
     """What ``DELETE /privacy/users/{user_id}`` erased (zeros: there was nothing)."""
 

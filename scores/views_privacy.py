@@ -8,7 +8,12 @@ from dataclasses import asdict
 
 from django.db import router
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -31,6 +36,7 @@ NOT_VISIBLE = OpenApiResponse(
     ErrorSerializer,
     description="The caller is neither this user nor privileged (whether or not anything is "
     "stored about the user).",
+    examples=[OpenApiExample("Error 404", value={"detail": "Not found."})],
 )
 ERASE_PRIVILEGED = "Only privileged callers may erase a user's data."
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +22,7 @@ from scores.models import WebhookSubscription
 from scores.pagination import IdCursorPagination
 from scores.permissions import IsPrivileged, IsScoresCaller
 from scores.schema import error_responses
+from scores.serializers import ErrorSerializer, answer_example, request_examples
 from scores.validation import parse_pk_text
 from scores.webhooks import (
     EVENT_TYPES,
@@ -33,11 +40,26 @@ URL_HELP = (
     "public (loopback, private and link-local addresses are refused unless the service runs "
     "with WEBHOOK_ALLOW_PRIVATE=true)."
 )
+ACTIVE_HELP = (
+    "Whether events are delivered. A subscription made active again is sent the events it "
+    "missed (those still kept: EVENTS_RETENTION_DAYS)."
+)
+
+EXAMPLE_URL = "https://hooks.example.com/evalsvc"
+EXAMPLE_SECRET = "whsec_aByTMdrIjrJ1FZByUYD+phMgEUxOVsMnfRaY7PJ4nKI="  # noqa: S105 (an example)
+WEBHOOK_EXAMPLE = {
+    "id": 3,
+    "url": EXAMPLE_URL,
+    "event_types": ["score.created", "score.updated"],
+    "active": True,
+    "created_at": "2026-11-26T14:24:20.123456Z",
+}
 
 
+@answer_example(WEBHOOK_EXAMPLE)
 class WebhookSerializer(serializers.Serializer):
-    """A webhook subscription as the API shows it (and a ``PATCH`` body: any of ``url``,
-    ``event_types``, ``active``). Bodies are read by ``scores.webhooks.parse_subscription``."""
+    """A webhook subscription as the API shows it. Bodies are read by
+    ``scores.webhooks.parse_subscription``."""
 
     id = serializers.IntegerField(read_only=True)
     url = serializers.CharField(max_length=URL_MAX, help_text=URL_HELP)
@@ -46,12 +68,7 @@ class WebhookSerializer(serializers.Serializer):
         required=False,
         help_text="The event types to deliver, each once; empty (the default): all of them.",
     )
-    active = serializers.BooleanField(
-        required=False,
-        default=True,
-        help_text="Whether events are delivered. A subscription made active again is sent "
-        "the events it missed (those still kept: EVENTS_RETENTION_DAYS).",
-    )
+    active = serializers.BooleanField(required=False, default=True, help_text=ACTIVE_HELP)
     created_at = serializers.DateTimeField(read_only=True)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
@@ -61,6 +78,45 @@ class WebhookSerializer(serializers.Serializer):
             raise serializers.ValidationError(exc.errors) from exc
 
 
+@request_examples(
+    ("Pause deliveries", {"active": False}),
+    ("Another URL", {"url": "https://hooks.example.com/evalsvc/v2"}),
+    ("Every event type", {"event_types": []}),
+)
+class WebhookChangeSerializer(WebhookSerializer):
+    """A ``PATCH /webhooks/{id}`` body: any of ``url``, ``event_types`` and ``active``; what it
+    leaves out is kept (so nothing is required and nothing has a default)."""
+
+    url = serializers.CharField(max_length=URL_MAX, required=False, help_text=URL_HELP)
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(EVENT_TYPES)),
+        required=False,
+        help_text="The event types to deliver, each once; empty: all of them.",
+    )
+    active = serializers.BooleanField(required=False, help_text=ACTIVE_HELP)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Every event type, a secret generated",
+            value={"url": EXAMPLE_URL},
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Some event types, the caller's secret",
+            value={
+                "url": EXAMPLE_URL,
+                "event_types": ["score.created", "score.updated"],
+                "secret": EXAMPLE_SECRET,
+            },
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Created", value={**WEBHOOK_EXAMPLE, "secret": EXAMPLE_SECRET}, response_only=True
+        ),
+    ]
+)
 class WebhookCreateSerializer(WebhookSerializer):
     """A ``POST /webhooks`` body, and its answer: the only one that shows the secret."""
 
@@ -76,6 +132,12 @@ WEBHOOK_ID_PATH = OpenApiParameter(
     {"type": "integer", "minimum": 1},
     OpenApiParameter.PATH,
     description="The subscription's id.",
+)
+
+NOT_FOUND = OpenApiResponse(
+    ErrorSerializer,
+    description="No webhook subscription with this id.",
+    examples=[OpenApiExample("Error 404", value={"detail": NO_SUCH_WEBHOOK})],
 )
 
 
@@ -133,7 +195,7 @@ class WebhookViewSet(viewsets.GenericViewSet):
         operation_id="webhooks_retrieve",
         summary="One webhook subscription (privileged callers)",
         parameters=[WEBHOOK_ID_PATH],
-        responses={200: WebhookSerializer, **error_responses(403, 404)},
+        responses={200: WebhookSerializer, **error_responses(403), 404: NOT_FOUND},
         tags=["webhooks"],
     )
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -143,8 +205,8 @@ class WebhookViewSet(viewsets.GenericViewSet):
         operation_id="webhooks_update",
         summary="Change a webhook subscription's url, event_types or active (privileged callers)",
         parameters=[WEBHOOK_ID_PATH],
-        request=WebhookSerializer(partial=True),
-        responses={200: WebhookSerializer, **error_responses(400, 403, 404, 413, 415)},
+        request=WebhookChangeSerializer,
+        responses={200: WebhookSerializer, **error_responses(400, 403, 413, 415), 404: NOT_FOUND},
         tags=["webhooks"],
     )
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -159,7 +221,11 @@ class WebhookViewSet(viewsets.GenericViewSet):
         operation_id="webhooks_destroy",
         summary="Delete a webhook subscription and its deliveries (privileged callers)",
         parameters=[WEBHOOK_ID_PATH],
-        responses={204: OpenApiResponse(description="Deleted."), **error_responses(403, 404)},
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(403),
+            404: NOT_FOUND,
+        },
         tags=["webhooks"],
     )
     def destroy(self, request: Request, pk: str) -> Response:

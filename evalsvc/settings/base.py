@@ -300,6 +300,16 @@ SPECTACULAR_SETTINGS = {
     "TAGS": [
         {"name": "scores", "description": "Scores, their attempt logs, summaries and statistics."},
         {"name": "events", "description": "The feed of score changes (privileged callers)."},
+        {
+            "name": "webhooks",
+            "description": "Subscriptions that have score changes POSTed to a URL as they "
+            "happen, signed (privileged callers).",
+        },
+        {
+            "name": "privacy",
+            "description": "Everything stored about one user: its export (the user or "
+            "privileged callers) and its erasure (privileged callers).",
+        },
         {"name": "probes", "description": "Liveness, readiness and the old service's ping."},
     ],
     "SERVE_AUTHENTICATION": [],
