@@ -295,8 +295,6 @@ def test_every_write_body_of_the_schema_has_reason(anon) -> None:
 
     assert sorted(bodies) == [
         "BulkItemRequest",
-        "PatchedScoreUpdateRequest",
-        "PatchedScoreWriteRequest",
         "ScoreCorrectRequest",
         "ScoreUpdateRequest",
         "ScoreWriteRequest",
