@@ -8,23 +8,18 @@ not answer) is not asked again by every request: ``database_breaker`` opens afte
 consecutive failures, and while it is open requests that need the database are answered 503 at
 once, so they do not each hold a worker for the whole deadline.
 
-Timestamps are read by ``ISOTimestamptzLoader``, a psycopg loader registered on each new
-PostgreSQL connection (``connection_created``): Django's own loader parses them in Python,
-about 3 µs each, a third of a 100-score page (docs/scaling.md).
+A kept connection that the server closed while it was idle (a restart, ``pg_terminate_backend``)
+is found by Django's own ``CONN_HEALTH_CHECKS`` before the request uses it, and replaced.
 """
 
 from __future__ import annotations
 
-import select
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse
-from psycopg.types.datetime import TimestamptzLoader
 
 from scores.breakers import DependencyBreaker
 from scores.exceptions import DatabaseUnavailable, is_database_unavailable, json_error
@@ -80,7 +75,6 @@ class DatabaseGuardMiddleware:
             return None
         if database_breaker.opened:
             return unavailable()
-        drop_if_closed_by_server(connections["default"])
         try:
             connections["default"].ensure_connection()
         except Exception as exc:
@@ -89,46 +83,3 @@ class DatabaseGuardMiddleware:
             database_breaker.record_failure(exc)
             return unavailable()
         return None
-
-
-def drop_if_closed_by_server(connection: BaseDatabaseWrapper) -> None:
-    """Close a kept connection that the server has closed while it was idle (a restart, a
-    PgBouncer restart, ``pg_terminate_backend``), so that the request connects anew instead of
-    failing on it.
-
-    An idle connection has nothing to read until the server sends its goodbye (an error
-    message, then the end of the stream): one ``poll`` of the socket tells, where Django's
-    ``CONN_HEALTH_CHECKS`` sends ``SELECT 1`` and waits for the answer on every request
-    (docs/scaling.md). Anything else readable (a notice) only costs a reconnection.
-    """
-    raw = connection.connection
-    if raw is None or connection.in_atomic_block or connection.vendor != "postgresql":
-        return
-    try:
-        readable = bool(select.select([raw.fileno()], [], [], 0)[0])
-    except (OSError, ValueError):  # closed already: psycopg gives no descriptor
-        readable = True
-    if readable:
-        connection.close()
-
-
-class ISOTimestamptzLoader(TimestamptzLoader):
-    """``timestamptz`` as an aware UTC ``datetime``, parsed by ``datetime.fromisoformat`` (C)
-    from PostgreSQL's ISO output. ``timezone`` is what Django compares with its own time zone
-    before using a connection's loader."""
-
-    timezone = UTC
-
-    def load(self, data: Any) -> datetime:
-        try:
-            moment = datetime.fromisoformat(bytes(data).decode())
-        except ValueError:  # infinity, BC dates: psycopg's own parser says what is wrong
-            moment = super().load(data)
-        return moment if moment.utcoffset() == UTC.utcoffset(None) else moment.astimezone(UTC)
-
-
-def use_iso_timestamps(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """``connection_created`` receiver: PostgreSQL connections read timestamps with
-    ``ISOTimestamptzLoader`` when Django's time zone is UTC (the session's, then)."""
-    if connection.vendor == "postgresql" and connection.timezone_name == "UTC":
-        connection.connection.adapters.register_loader("timestamptz", ISOTimestamptzLoader)

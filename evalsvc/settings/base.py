@@ -98,9 +98,9 @@ def database(url: str) -> dict[str, object]:
     config: dict[str, object] = env.db_url_config(url)
     if config["ENGINE"] == "django.db.backends.postgresql":
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-        # A kept connection the server closed is dropped before the request by a poll of its
-        # socket (scores.database.drop_if_closed_by_server), not by SELECT 1 on every request.
-        config["CONN_HEALTH_CHECKS"] = False
+        # A kept connection is checked (Django runs SELECT 1) before a request reuses it: one the
+        # server closed while idle is replaced instead of failing the request.
+        config["CONN_HEALTH_CHECKS"] = True
         # Behind PgBouncer in transaction mode server-side cursors do not survive; the CSV
         # export then reads in keyset batches instead.
         config["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
