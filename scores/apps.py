@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 
 
 class ScoresConfig(AppConfig):
@@ -7,3 +8,6 @@ class ScoresConfig(AppConfig):
 
     def ready(self) -> None:
         from scores import admin_webhooks  # noqa: F401 (registers the webhook admin pages)
+        from scores.database import use_iso_timestamps
+
+        connection_created.connect(use_iso_timestamps, dispatch_uid="scores.iso_timestamps")

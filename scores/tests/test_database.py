@@ -1,14 +1,14 @@
 """PostgreSQL connections: a connection the server closed is replaced before a request uses it
-(Django's CONN_HEALTH_CHECKS); every
-statement and lock wait has its deadline, and one that misses it is a 503; timestamps are read by
-aware UTC datetimes; repeated statements are prepared on the connection."""
+(Django's CONN_HEALTH_CHECKS); every statement and lock wait has its deadline, and one that misses
+it is a 503; timestamps are read by the ISO loader as UTC datetimes; repeated statements are
+prepared on the connection."""
 
 from __future__ import annotations
 
 import select
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from django.db import (
@@ -20,8 +20,9 @@ from django.db import (
 )
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import CaptureQueriesContext
+from psycopg import pq
 
-from scores.database import database_breaker
+from scores.database import ISOTimestamptzLoader, database_breaker
 from scores.tests.conftest import USER_ID, after_pause, trip
 from scores.tests.factories import ScoreFactory
 
@@ -73,16 +74,18 @@ def test_the_request_after_the_server_closed_its_connection_is_answered(user) ->
     assert backend_pid(connection) != pid
 
 
-def test_timestamps_are_read_as_utc_datetimes(fresh) -> None:
+def test_timestamps_are_read_by_the_iso_loader_as_utc_datetimes(fresh) -> None:
     with fresh.cursor() as cursor:
         cursor.execute("SELECT TIMESTAMPTZ '2026-11-26 12:34:56.789+02', TIMESTAMPTZ '2026-11-26'")
         [values] = cursor.fetchall()
+        loader = cursor.cursor.adapters.get_loader(1184, pq.Format.TEXT)  # timestamptz
 
     assert values == (
         datetime(2026, 11, 26, 10, 34, 56, 789000, tzinfo=UTC),
         datetime(2026, 11, 26, tzinfo=UTC),
     )
-    assert {value.utcoffset() for value in values} == {timedelta(0)}
+    assert {value.tzinfo for value in values} == {UTC}
+    assert loader is ISOTimestamptzLoader
 
 
 def test_a_timestamp_out_of_pythons_range_is_refused_as_psycopg_would(fresh) -> None:
@@ -99,7 +102,7 @@ def test_a_server_side_cursor_reads_the_same_timestamps(fresh) -> None:
         assert cursor.name  # a named cursor: DECLARE ... CURSOR on the server
 
     assert values == [datetime(2026, 11, 26, 10, 34, 56, tzinfo=UTC)] * 3
-    assert {value.utcoffset() for value in values} == {timedelta(0)}
+    assert {value.tzinfo for value in values} == {UTC}
 
 
 def test_a_read_repeated_on_a_connection_is_prepared_there(user, fresh) -> None:
