@@ -22,7 +22,6 @@ from typing import Any
 
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
-from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
@@ -88,23 +87,6 @@ class FallbackCache(BaseCache):
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> int:
         return int(self._call("incr", key, delta, version))
 
-    def count(self, key: str, delta: int, timeout: int) -> int:
-        """Add ``delta`` to the counter ``key`` (created for ``timeout`` seconds) and return it.
-
-        On Redis, one round trip: INCRBY and EXPIRE NX (Redis >= 7) pipelined; a counter in
-        this process's memory while Redis is away."""
-        if not redis_breaker.opened:
-            try:
-                with redis_breaker:
-                    pipe = get_redis_connection(self._shared).pipeline(transaction=False)
-                    name = caches[self._shared].make_key(key)
-                    pipe.incrby(name, delta)
-                    pipe.expire(name, timeout, nx=True)
-                    return int(pipe.execute()[0])
-            except UNAVAILABLE as exc:
-                logger.warning("shared cache unavailable (%s); using this process's", exc)
-        return count_in(caches[self._local], key, delta, timeout)
-
     def clear(self) -> None:
         self._call("clear")
         caches[self._local].clear()  # what was kept while the shared cache was away goes too
@@ -114,7 +96,8 @@ class FallbackCache(BaseCache):
 
 
 def count_in(cache: BaseCache, key: str, delta: int, timeout: int) -> int:
-    """``FallbackCache.count`` on any Django cache: ``incr``, or ``add`` for the first."""
+    """Add ``delta`` to the counter ``key`` of any Django cache (created for ``timeout`` seconds
+    by its first ``add``) and return it: ``incr``, one round trip on Redis (django-redis)."""
     try:
         return int(cache.incr(key, delta))
     except ValueError:  # the counter's first request (or a lost race to create it)

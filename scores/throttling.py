@@ -3,10 +3,10 @@
 DRF's own throttles keep every request time of the window per caller in one cache entry and
 read and rewrite it whole on each request: two round trips, an entry of up to 6,000 times for
 the grader's rate, and lost counts when two workers rewrite it at once. Here a counter per
-window is incremented atomically (INCRBY with EXPIRE NX pipelined: one Redis round trip, no
-script), as DRF documents for custom throttles, at the price of allowing up to twice the rate
-across a window boundary. The counters live in the shared cache, or per process while Redis is
-away (``scores.resilient_cache``).
+window is incremented atomically (the cache's ``incr``: on Redis one round trip, django-redis's
+script; the window's first request creates it with ``add``), as DRF documents for custom
+throttles, at the price of allowing up to twice the rate across a window boundary. The counters
+live in the shared cache, or per process while Redis is away (``scores.resilient_cache``).
 
 Requests whose credentials are refused count against the anonymous rate of their client
 address (``refused_credentials``): one client cannot make the service ask the users service
@@ -23,7 +23,7 @@ from django.core.cache import cache, caches
 from rest_framework import throttling
 from rest_framework.request import Request
 
-from scores.resilient_cache import FallbackCache, count_in
+from scores.resilient_cache import count_in
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ class FixedWindowThrottle(throttling.SimpleRateThrottle):
         key, self.window_end = self.window(self.now)
         if not add:
             return int(cache.get(key) or 0)
-        backend = caches["default"]
-        if isinstance(backend, FallbackCache):  # Redis: one round trip, no script
-            return backend.count(key, add, self.duration + 1)
-        return count_in(backend, key, add, self.duration + 1)
+        return count_in(caches["default"], key, add, self.duration + 1)
 
     def wait(self) -> float:
         return max(1.0, self.window_end - self.now)
