@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.parse
 
-CSV_HEADER = b"id,user_id,exercise_id,correct,created_at,updated_at\n"
+CSV_HEADER = b"id,user_id,exercise_id,correct,created_at,updated_at,points,max_points\n"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from django.db import connection, models
+from django.db import connection, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from scores.models import Attempt, Score, ScoreEvent
@@ -330,14 +330,16 @@ def attempts_json(
     """The ``attempts`` parameter: each ``(item, write)`` as one JSON object of the write
     fields, ``attempted_at`` defaulting to ``now``, values in the database's own forms (SQLite:
     Django's text forms), plus ``extra[i]`` for the i-th."""
+    db = connections[db.alias]  # the wrapper itself: the default proxy looks it up per access
+    prepare = [(name, _attempt_field(name).get_db_prep_value) for name in WRITE_FIELDS]
     rows = []
     for position, (item, write) in enumerate(writes):
         row: dict[str, Any] = {"item": item}
-        for name in WRITE_FIELDS:
+        for name, prep in prepare:
             value = getattr(write, name)
             if name == "attempted_at" and value is None:
                 value = now
-            row[name] = _attempt_field(name).get_db_prep_value(value, db)
+            row[name] = prep(value, db)
         if extra is not None:
             row.update(extra[position])
         rows.append(row)
