@@ -4,8 +4,8 @@ settings, on a scratch PostgreSQL database created, migrated and seeded here and
 end, with a private ``redis-server`` on its own port and a users-service double whose answers
 can be switched (up, down, slow...).
 
-The same approach as the ``live`` fixture of scores/tests/test_faults.py (the tests keep their
-own copy: this module is not imported by the suite). Needs the project's virtualenv for psycopg
+The same approach as the ``live`` fixture of scores/tests/test_faults.py, with the same
+users-service double (scores/tests/users_double.py). Needs the project's virtualenv for psycopg
 and redis: ``ensure_venv()`` builds it with bin/_venv.sh and re-runs the script under it.
 """
 
@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,9 @@ WORKERS = 3  # bin/serve's default WEB_CONCURRENCY
 # Verdicts outlive the run (as bench/run.sh and bench/load.sh do), so the warmed callers stay
 # known callers whatever a fault does to the users service.
 VERDICT_SECONDS = 900
+
+sys.path.insert(0, str(REPO))
+from scores.tests.users_double import UsersServiceDouble, free_port  # noqa: E402 (needs REPO)
 
 
 def ensure_venv() -> None:
@@ -61,12 +63,6 @@ def stop_on_signals() -> None:
     scratch database dropped."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # === HTTP ====================================================================================
@@ -140,90 +136,6 @@ def ms(seconds: float) -> str:
 
 
 # === The users service double ================================================================
-
-
-class _UsersHandler(BaseHTTPRequestHandler):
-    """``GET /auth/status``: ``Bearer u<N>`` is user N (active, not admin), anything else a
-    401; how it answers depends on the state of the double that owns the server."""
-
-    server: _UsersServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real service
-
-    def do_GET(self) -> None:
-        double = self.server.double
-        state = double.state
-        double.calls += 1
-        if state.startswith("slow:"):  # answers, after that many seconds
-            double.released.wait(timeout=float(state.split(":")[1]))
-        if state == "failing":
-            self._send(502, "text/html", b"<h1>Bad Gateway</h1>")
-            return
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer" or not token.startswith("u") or not token[1:].isdigit():
-            self._send(401, "application/json", b'{"status": "fail", "message": "Invalid."}')
-            return
-        data = {"id": int(token[1:]), "active": True, "admin": False}
-        self._send(
-            200, "application/json", json.dumps({"status": "success", "data": data}).encode()
-        )
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass  # a slow answer's caller has given up
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _UsersServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    double: UsersServiceDouble
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a caller that timed out closed its end
-
-
-@dataclass
-class UsersServiceDouble:
-    """The users service on a loopback port, switched between states:
-
-    - ``up``: ``Bearer u<N>`` is user N, anything else a 401;
-    - ``slow:<seconds>``: the same answers, after that many seconds;
-    - ``failing``: 502;
-    - ``down``: nothing listens on the port.
-
-    ``calls`` counts the requests it received.
-    """
-
-    port: int
-    state: str = "down"
-    calls: int = 0
-    released: threading.Event = field(default_factory=threading.Event)
-    _server: _UsersServer | None = None
-
-    def switch(self, state: str) -> None:
-        if state == "down":
-            self.stop()
-        elif self._server is None:
-            server = _UsersServer(("127.0.0.1", self.port), _UsersHandler)
-            server.double = self
-            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-            self._server = server
-        self.state = state
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 # === /health, asked every 100 ms =============================================================
