@@ -53,7 +53,7 @@ POSTGRES = {
     "PORT": 5433,
     "USER": "scores",
     "CONN_MAX_AGE": 60,
-    "CONN_HEALTH_CHECKS": False,
+    "CONN_HEALTH_CHECKS": True,
 }
 
 
