@@ -175,7 +175,10 @@ def score_response(score: ScoreRow, created: bool = False) -> Response:
         summary="Delete a score (privileged callers)",
         description="The deletion is written to the audit log, with the caller and `reason`.",
         parameters=[SCORE_ID_PATH, REASON_QUERY],
-        responses={204: OpenApiResponse(description="Deleted."), **error_responses(403, 404)},
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(400, 403, 404),
+        },
     ),
 )
 class ScoreViewSet(viewsets.GenericViewSet):

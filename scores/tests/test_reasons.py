@@ -285,6 +285,19 @@ def test_a_deletion_with_a_bad_reason_is_a_400_and_deletes_nothing(admin, reason
 # --- The schema -----------------------------------------------------------------------------------
 
 
+def test_every_operation_taking_a_reason_in_its_query_documents_the_400(anon) -> None:
+    schema = anon.get("/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    taking = {
+        f"{method.upper()} {path}": operation["responses"]
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if any(p.get("name") == "reason" for p in operation.get("parameters", []))
+    }
+
+    assert sorted(taking) == ["DELETE /privacy/users/{user_id}", "DELETE /scores/{id}"]
+    assert all("400" in responses for responses in taking.values())
+
+
 def test_every_write_body_of_the_schema_has_reason(anon) -> None:
     schema = anon.get("/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     bodies = {
