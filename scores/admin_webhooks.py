@@ -79,7 +79,6 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
         created = subscription_create(actor=account_actor(request.user), **values)
         for field in ("id", "secret", "created_at", "cursor"):
             setattr(obj, field, getattr(created, field))
-        obj._state.adding = False
         messages.warning(
             request,
             f"The signing secret of webhook {created.id} is {created.secret} — copy it to the "

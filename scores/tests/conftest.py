@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import circuitbreaker
+import psycopg
 import pytest
 from django.core.cache import cache
 from django.db import connections
@@ -173,3 +174,27 @@ def non_staff(db: None, django_user_model: Any) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=account).key}")
     return client
+
+
+@pytest.fixture
+def held() -> Iterator[Callable[[], psycopg.Connection]]:
+    """Opens connections of their own to the test database (outside Django), whose transactions
+    stay open until the test commits or rolls them back; closed at teardown whatever happened."""
+    opened: list[psycopg.Connection] = []
+    settings = connections["default"].settings_dict
+    conninfo = {
+        "dbname": settings["NAME"],
+        "user": settings["USER"],
+        "password": settings["PASSWORD"],
+        "host": settings["HOST"],
+        "port": settings["PORT"],
+    }
+
+    def open_transaction() -> psycopg.Connection:
+        conn = psycopg.connect(**{k: str(v) for k, v in conninfo.items() if v})
+        opened.append(conn)
+        return conn
+
+    yield open_transaction
+    for conn in opened:
+        conn.close()

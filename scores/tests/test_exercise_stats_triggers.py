@@ -8,7 +8,7 @@ an ``attempts_to_correct``) and the sum of ``attempts_to_correct``."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -296,30 +296,6 @@ def test_only_writes_that_change_a_counted_value_touch_the_counters(
 
 
 # --- Concurrency: shards do not serialize writers of different users -----------------------
-
-
-@pytest.fixture
-def held() -> Iterator[Callable[..., psycopg.Connection]]:
-    """Opens a connection of its own (outside Django) whose transaction stays open until the
-    test commits or rolls it back; closed at teardown whatever happened."""
-    opened: list[psycopg.Connection] = []
-    settings = connection.settings_dict
-    conninfo = {
-        "dbname": settings["NAME"],
-        "user": settings["USER"],
-        "password": settings["PASSWORD"],
-        "host": settings["HOST"],
-        "port": settings["PORT"],
-    }
-
-    def open_transaction() -> psycopg.Connection:
-        conn = psycopg.connect(**{k: str(v) for k, v in conninfo.items() if v})
-        opened.append(conn)
-        return conn
-
-    yield open_transaction
-    for conn in opened:
-        conn.close()
 
 
 def uncommitted_upsert(conn: psycopg.Connection, user_id: int, correct: bool) -> None:

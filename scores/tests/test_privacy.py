@@ -19,7 +19,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
@@ -649,30 +648,6 @@ def test_an_erasure_racing_with_writes_of_the_user_erases_or_keeps_each_write_wh
 
 
 # --- The interleavings that matter, one by one (PostgreSQL) -------------------------------------
-
-
-@pytest.fixture
-def held() -> Any:
-    """Opens connections of their own (outside Django), whose transactions stay open until the
-    test ends them; closed at teardown whatever happened."""
-    opened: list[psycopg.Connection] = []
-    settings = connection.settings_dict
-    conninfo = {
-        "dbname": settings["NAME"],
-        "user": settings["USER"],
-        "password": settings["PASSWORD"],
-        "host": settings["HOST"],
-        "port": settings["PORT"],
-    }
-
-    def open_transaction() -> psycopg.Connection:
-        conn = psycopg.connect(**{k: str(v) for k, v in conninfo.items() if v})
-        opened.append(conn)
-        return conn
-
-    yield open_transaction
-    for conn in opened:
-        conn.close()
 
 
 def in_a_thread(function: Any) -> tuple[threading.Thread, list[Any]]:
