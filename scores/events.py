@@ -36,6 +36,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from scores.models import ScoreEvent, WebhookDelivery
@@ -117,11 +118,16 @@ def purge_events(*, older_than: timedelta | None = None) -> int:
     """Delete the events older than ``older_than`` (default ``EVENTS_RETENTION_DAYS``) with
     their deliveries; how many events went."""
     age = older_than or timedelta(days=settings.EVENTS_RETENTION_DAYS)
-    cutoff = timezone.now() - age
-    old = ScoreEvent.objects.filter(time__lt=cutoff)
-    with transaction.atomic():  # two statements, no event loaded into Python
-        WebhookDelivery.objects.filter(event__in=old.values("id")).delete()
-        _, per_model = old.delete()
+    return delete_events(ScoreEvent.objects.filter(time__lt=timezone.now() - age))
+
+
+def delete_events(events: QuerySet[ScoreEvent]) -> int:
+    """Delete ``events`` with their webhook deliveries, deliveries first (their key does not
+    cascade: ``scores.models``), in two statements, no event loaded into Python; in the
+    caller's transaction, or one of its own. How many events went."""
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(event__in=events.values("id")).delete()
+        _, per_model = events.delete()
     return int(per_model.get(ScoreEvent._meta.label, 0))
 
 

@@ -45,7 +45,8 @@ from django.db.models import Exists, OuterRef
 from drf_orjson_renderer.renderers import ORJSONRenderer
 
 from scores import audit
-from scores.models import Attempt, Score, ScoreEvent, WebhookDelivery
+from scores.events import delete_events
+from scores.models import Attempt, Score, ScoreEvent
 from scores.selectors import ATTEMPT_FIELDS, in_id_order
 from scores.services import lock_users, scores_delete
 from scores.statements import SCORE_FIELDS
@@ -146,9 +147,7 @@ def _erase_events(user_id: int) -> None:
         .exclude(type="score.deleted")
         .exclude(Exists(Score.objects.filter(id=OuterRef("score_id"))))
     )
-    # Their webhook deliveries first, sent or not (the key does not cascade: scores.models).
-    WebhookDelivery.objects.filter(event__in=events).delete()
-    events.delete()
+    delete_events(events)  # with their webhook deliveries, sent or not
 
 
 def _erase_change_history(score_ids: set[int]) -> None:
