@@ -12,13 +12,11 @@ outages never. They live in Django's cache (shared by every worker and instance 
 and each process keeps the verdicts it has read until they expire there, never longer, so a
 steady caller costs no cache round trip. Only a hash of the token is used as a key.
 
-An accepted verdict is refreshed before it expires, in the background, the first time it is
-used past its refresh point: a token in use is never checked on a request's path. The refresh
-point of a verdict fetched on a request's path is drawn between 10 % and 90 % of its lifetime,
-so that verdicts fetched at the same moment (a deploy, a cache flush, a burst of new callers)
-are renewed spread over most of a lifetime instead of all at once; a renewed verdict's, already
-spread, between 70 % and 90 %, so that a steady caller costs about one call per 48 s of a 60 s
-lifetime. A verdict is never used past its lifetime.
+An accepted verdict is refreshed shortly before it expires, in the background, the first time
+it is used past its refresh point (drawn between 50 % and 90 % of its lifetime): a token in use
+is never checked on a request's path, and verdicts fetched at the same moment (a deploy, a
+cache flush) are refreshed at spread moments instead of all at once. A verdict is never used
+past its lifetime.
 
 A users service that keeps failing is not asked for a while (``users_service_breaker``), and at
 most ``USERS_SERVICE_MAX_WAITING`` callers of the whole server wait on it at once
@@ -53,8 +51,7 @@ logger = logging.getLogger(__name__)
 
 POOL_SIZE = 4  # kept-alive connections per process
 QUEUE_SECONDS = 0.25  # a caller waits this long for a free slot, then gets a 503
-FIRST_REFRESH_BETWEEN = (0.1, 0.9)  # of a verdict's lifetime: one fetched on a request's path
-RENEWAL_REFRESH_BETWEEN = (0.7, 0.9)  # one renewed in the background
+REFRESH_BETWEEN = (0.5, 0.9)  # of a verdict's lifetime
 
 
 class Verdict(NamedTuple):
@@ -252,9 +249,8 @@ def cached_verdict(key: str) -> Verdict | None:
     return verdict
 
 
-def fetch_verdict(token: str, key: str, *, renewal: bool = False) -> Verdict:
-    """Ask the users service about ``token`` and keep its verdict here and in the cache; a
-    ``renewal`` (in the background, before the verdict expires) gets a later refresh point.
+def fetch_verdict(token: str, key: str) -> Verdict:
+    """Ask the users service about ``token`` and keep its verdict here and in the cache.
 
     Raises:
         UsersServiceUnavailable: no verdict (nothing is cached).
@@ -271,10 +267,9 @@ def fetch_verdict(token: str, key: str, *, renewal: bool = False) -> Verdict:
         verdict = Verdict(expires_at=now + seconds, refresh_at=now + seconds)
     else:
         seconds = settings.USERS_SERVICE_CACHE_SECONDS
-        low, high = RENEWAL_REFRESH_BETWEEN if renewal else FIRST_REFRESH_BETWEEN
         verdict = Verdict(
             expires_at=now + seconds,
-            refresh_at=now + seconds * random.uniform(low, high),  # noqa: S311 (spreading)
+            refresh_at=now + seconds * random.uniform(*REFRESH_BETWEEN),  # noqa: S311
             user_id=user.id,
             admin=user.is_admin,
         )
@@ -313,7 +308,7 @@ class Refresher:
             if fresher is not None and (local is None or fresher.refresh_at > local.refresh_at):
                 local_verdicts.put(key, fresher)  # another process refreshed it already
             elif cache.add(key + ":refreshing", 1, 10):
-                fetch_verdict(token, key, renewal=True)
+                fetch_verdict(token, key)
         except Exception:  # a failed refresh leaves the verdict to expire; it is not an error
             logger.info("verdict refresh failed", exc_info=True)
         finally:

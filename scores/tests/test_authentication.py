@@ -31,7 +31,7 @@ from scores.resilient_cache import FallbackCache, redis_breaker
 from scores.tests.conftest import ADMIN_ID, OTHER_ID, USER_ID, after_pause, bearer_client, trip
 from scores.tests.factories import ScoreFactory
 from scores.tests.helpers import score_json
-from scores.users_service import Verdict, cache_key, fetch_verdict, local_verdicts
+from scores.users_service import Verdict, local_verdicts
 from scores.views import ScoreViewSet
 
 pytestmark = pytest.mark.django_db
@@ -728,30 +728,6 @@ def test_a_verdict_used_past_its_refresh_point_is_refreshed_in_the_background(
     ):
         time.sleep(0.01)
     assert local_verdicts._entries[key].expires_at > first.expires_at
-
-
-def test_refresh_points_spread_fetched_verdicts_over_most_of_a_lifetime_and_renewals_late(
-    users_service: Any, settings: Any
-) -> None:
-    """Verdicts fetched together (a deploy, a burst of new callers) are renewed between 10 % and
-    90 % of their lifetime, not in a herd; a renewed verdict between 70 % and 90 %."""
-    settings.USERS_SERVICE_CACHE_SECONDS = 100
-    tokens = [users_service.user(n) for n in range(1, 201)]
-
-    def refresh_points(renewal: bool) -> list[float]:
-        points = []
-        for token in tokens:
-            verdict = fetch_verdict(token, cache_key(token), renewal=renewal)
-            points.append((verdict.refresh_at - (verdict.expires_at - 100)) / 100)
-        return points
-
-    first = refresh_points(renewal=False)
-    renewed = refresh_points(renewal=True)
-
-    assert all(0.1 <= point <= 0.9 for point in first)
-    assert min(first) < 0.3 and max(first) > 0.7  # 200 draws: spread, not bunched
-    assert all(0.7 <= point <= 0.9 for point in renewed)
-    assert users_service.calls == 400
 
 
 def test_a_verdict_is_never_used_past_its_lifetime(users_service: Any) -> None:
