@@ -9,7 +9,7 @@ measured before and after the ladder and each level is given as a ratio to it.
     .venv/bin/python bench/stack_floor.py
     PEER_BENCH=../shared/bench BENCH_VENVS=/path/to/venvs .venv/bin/python bench/stack_floor.py
 
-Settings (environment): ``SERVER_URL`` (PostgreSQL server, default
+Settings (environment): ``BENCH_PG_URL`` (PostgreSQL server, default
 ``postgres://postgres@127.0.0.1:5432/postgres``; database ``evalsvc_floor`` is created and
 dropped), ``CACHE_URL`` (default ``redis://127.0.0.1:6379/11``), ``DURATION`` (10 s per level),
 ``WARMUP`` (5 s), ``WORKERS`` (3, for each level and the old service), ``LEVELS`` (default
@@ -22,22 +22,22 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.parse
 from pathlib import Path
+
+from scratch import database_url, free_port, scratch_database, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SERVER_URL = os.environ.get("SERVER_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+SERVER_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 CACHE_URL = os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/11")
 DURATION = int(os.environ.get("DURATION", "10"))
 WARMUP = int(os.environ.get("WARMUP", "5"))
 WORKERS = os.environ.get("WORKERS", "3")
 DATABASE = "evalsvc_floor"
+DATABASE_URL = database_url(SERVER_URL, DATABASE)
 LEVELS = os.environ.get("LEVELS", "constant read read-orm verdicts throttle log middleware").split()
 BENCH_LINE = re.compile(r"BENCH rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+).*non2xx=(\d+)")
 
@@ -57,40 +57,13 @@ FROM generate_series(0, 999999) AS i;
 """
 
 
-def database_url(name: str) -> str:
-    parts = urllib.parse.urlsplit(SERVER_URL)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def scratch_database(create: bool) -> None:
+def create_scores() -> None:
     import psycopg
 
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        if create:
-            conn.execute(f"CREATE DATABASE {DATABASE}")
-    if create:
-        with psycopg.connect(database_url(DATABASE), autocommit=True) as conn:
-            conn.execute(SCHEMA)
-            conn.execute("VACUUM ANALYZE scores")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    scratch_database(SERVER_URL, DATABASE, create=True)
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute("VACUUM ANALYZE scores")
 
 
 def load(port: int, seconds: int) -> tuple[float, float, float, int]:
@@ -114,7 +87,7 @@ def measure(name: str, command: list[str], env: dict[str, str], port: int) -> di
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for_port(port)
+        wait_for_port(port, seconds=60)
         load(port, WARMUP)
         rps, p50, p99, non2xx = load(port, DURATION)
     finally:
@@ -131,20 +104,20 @@ def level(name: str) -> dict[str, float]:
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     command = [gunicorn, "stack_floor_app:application", "--workers", WORKERS, "--worker-class",
                "sync", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
-    env = {"FLOOR_LEVEL": name, "DATABASE_URL": database_url(DATABASE), "CACHE_URL": CACHE_URL}
+    env = {"FLOOR_LEVEL": name, "DATABASE_URL": DATABASE_URL, "CACHE_URL": CACHE_URL}
     return measure(name, command, env, port)
 
 
 def peer(peer_bench: str) -> dict[str, float]:
     port = free_port()
-    env = {"PORT": str(port), "DATABASE_URL": database_url(DATABASE), "WORKERS": WORKERS,
+    env = {"PORT": str(port), "DATABASE_URL": DATABASE_URL, "WORKERS": WORKERS,
            "PEER_AUTH": "stub", "PEER_SCHEMA": "indexed"}  # fmt: skip
     return measure("old service", [f"{peer_bench}/peer_flask/start.sh"], env, port)
 
 
 def main() -> None:
     peer_bench = os.environ.get("PEER_BENCH", "")
-    scratch_database(create=True)
+    create_scores()
     try:
         results: dict[str, dict[str, float]] = {}
         peers = [peer(peer_bench)] if peer_bench else []
@@ -153,7 +126,7 @@ def main() -> None:
         if peer_bench:
             peers.append(peer(peer_bench))
     finally:
-        scratch_database(create=False)
+        scratch_database(SERVER_URL, DATABASE, create=False)
     reference = statistics.mean(p["rps"] for p in peers) if peers else None
     print(f"\n{WORKERS} workers   req/s  ratio to the old service  p99 ms")
     if reference:

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from scratch import database_url, free_port, scratch_database, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 DATABASE = "evalsvc_bench_webhooks"
@@ -60,43 +60,11 @@ def receiver(port: int) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def database_url(name: str) -> str:
-    parts = urllib.parse.urlsplit(SERVER_URL)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def scratch_database(create: bool) -> None:
-    import psycopg
-
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        if create:
-            conn.execute(f"CREATE DATABASE {DATABASE}")
-
-
 def setup_django() -> None:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="evalsvc.settings.production",
         SECRET_KEY="bench-only-not-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
-        DATABASE_URL=database_url(DATABASE),
+        DATABASE_URL=database_url(SERVER_URL, DATABASE),
         ALLOWED_HOSTS="127.0.0.1",
         WEBHOOK_ALLOW_PRIVATE="true",
         LOG_LEVEL="ERROR",
@@ -203,7 +171,7 @@ def bench_outbox() -> dict[str, Any]:
 
 
 def main() -> None:
-    scratch_database(create=True)
+    scratch_database(SERVER_URL, DATABASE, create=True)
     try:
         setup_django()
         delivery = bench_delivery()
@@ -213,7 +181,7 @@ def main() -> None:
 
         connections.close_all()
         if os.environ.get("KEEP_DB") != "1":
-            scratch_database(create=False)
+            scratch_database(SERVER_URL, DATABASE, create=False)
     print(f"webhook delivery, one worker (--batch {BATCH}), receiver on loopback:")
     print(
         f"  {delivery['events']:.0f} events in {delivery['seconds']:.2f} s: "
