@@ -555,3 +555,31 @@ def test_help(command, phrases) -> None:
     text = " ".join(done.stdout.split())
     for phrase in phrases:
         assert " ".join(phrase.split()) in text
+
+
+# --- create_service_token ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("site", "admin"),
+    [
+        ([], "/admin/"),
+        (["--site", "http://127.0.0.1:8055"], "http://127.0.0.1:8055/admin/"),
+        (["--site", "https://scores.example.org/"], "https://scores.example.org/admin/"),
+    ],
+)
+def test_create_service_token_prints_the_admin_login_where_the_service_is(
+    site: list[str], admin: str, django_user_model: Any
+) -> None:
+    out = io.StringIO()
+    call_command("create_service_token", "admin", "--with-password", *site, stdout=out)
+
+    account = django_user_model.objects.get(username="admin")
+    staff, login, token = out.getvalue().splitlines()
+    assert staff == "Staff account: admin"
+    url, _, credentials = login.removeprefix("Admin login:   ").partition("  ")
+    assert url == admin
+    name, _, password = credentials.partition(" / ")
+    assert name == "admin"
+    assert account.check_password(password)
+    assert token == f"API token:     Authorization: Token {Token.objects.get(user=account).key}"

@@ -32,9 +32,20 @@ class Command(BaseCommand):
             action="store_true",
             help="also set a fresh random password for the admin login and print it",
         )
+        parser.add_argument(
+            "--site",
+            default="",
+            help="the service's base URL (e.g. http://127.0.0.1:8000), to print the admin's",
+        )
 
     def handle(
-        self, *args: Any, name: str, rotate: bool, with_password: bool, **options: Any
+        self,
+        *args: Any,
+        name: str,
+        rotate: bool,
+        with_password: bool,
+        site: str = "",
+        **options: Any,
     ) -> None:
         account, created = get_user_model().objects.get_or_create(
             username=name, defaults={"is_staff": True, "is_superuser": with_password}
@@ -56,5 +67,6 @@ class Command(BaseCommand):
             audit.record(actor, "token.issued", target)
         self.stdout.write(f"Staff account: {name}")
         if with_password:
-            self.stdout.write(f"Admin login:   http://127.0.0.1:8000/admin/  {name} / {password}")
+            admin = f"{site.rstrip('/')}/admin/" if site else "/admin/"
+            self.stdout.write(f"Admin login:   {admin}  {name} / {password}")
         self.stdout.write(f"API token:     Authorization: Token {token.key}")
