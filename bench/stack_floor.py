@@ -12,8 +12,9 @@ measured before and after the ladder and each level is given as a ratio to it.
 Settings (environment): ``BENCH_PG_URL`` (PostgreSQL server, default
 ``postgres://postgres@127.0.0.1:5432/postgres``; database ``evalsvc_floor`` is created and
 dropped), ``CACHE_URL`` (default ``redis://127.0.0.1:6379/11``), ``DURATION`` (10 s per level),
-``WARMUP`` (5 s), ``WORKERS`` (3, for each level and the old service), ``LEVELS`` (default
-every level). Prints one line per level, then the table.
+``WARMUP`` (5 s), ``WORKERS`` (3, for each level and the old service), ``SERVER`` (``gunicorn``
+sync workers, or ``granian`` in WSGI mode when the virtualenv running this has it), ``LEVELS``
+(default every level). Prints one line per level, then the table.
 About 3 minutes.
 """
 
@@ -36,6 +37,7 @@ CACHE_URL = os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/11")
 DURATION = int(os.environ.get("DURATION", "10"))
 WARMUP = int(os.environ.get("WARMUP", "5"))
 WORKERS = os.environ.get("WORKERS", "3")
+SERVER = os.environ.get("SERVER", "gunicorn")
 DATABASE = "evalsvc_floor"
 DATABASE_URL = database_url(SERVER_URL, DATABASE)
 LEVELS = os.environ.get("LEVELS", "constant read read-orm verdicts throttle log middleware").split()
@@ -101,9 +103,14 @@ def measure(name: str, command: list[str], env: dict[str, str], port: int) -> di
 
 def level(name: str) -> dict[str, float]:
     port = free_port()
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    command = [gunicorn, "stack_floor_app:application", "--workers", WORKERS, "--worker-class",
-               "sync", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
+    server = str(Path(sys.executable).parent / SERVER)
+    if SERVER == "granian":
+        command = [server, "--interface", "wsgi", "--workers", WORKERS, "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "warning",
+                   "stack_floor_app:application"]  # fmt: skip
+    else:
+        command = [server, "stack_floor_app:application", "--workers", WORKERS, "--worker-class",
+                   "sync", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]  # fmt: skip
     env = {"FLOOR_LEVEL": name, "DATABASE_URL": DATABASE_URL, "CACHE_URL": CACHE_URL}
     return measure(name, command, env, port)
 
@@ -128,7 +135,7 @@ def main() -> None:
     finally:
         scratch_database(SERVER_URL, DATABASE, create=False)
     reference = statistics.mean(p["rps"] for p in peers) if peers else None
-    print(f"\n{WORKERS} workers   req/s  ratio to the old service  p99 ms")
+    print(f"\n{SERVER}, {WORKERS} workers   req/s  ratio to the old service  p99 ms")
     if reference:
         print(f"{'old service':12s} {reference:7.1f}  1.00 (mean of {len(peers)} runs)")
     for name, figures in results.items():
