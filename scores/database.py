@@ -13,7 +13,7 @@ is found by Django's own ``CONN_HEALTH_CHECKS`` before the request uses it, and 
 
 Timestamps are read by ``ISOTimestamptzLoader``, a psycopg loader registered on each new
 PostgreSQL connection (``connection_created``) in place of Django's, which parses them in Python:
-16 % more 100-score pages a second in the shared harness (docs/scaling.md, "Parts replaced").
+15 % more 100-score pages a second in the shared harness (docs/scaling.md, "Parts replaced").
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from django.core.cache import cache, caches
+from django.core.cache import cache
 from rest_framework import throttling
 from rest_framework.request import Request
 
@@ -53,7 +53,7 @@ class FixedWindowThrottle(throttling.SimpleRateThrottle):
         key, self.window_end = self.window(self.now)
         if not add:
             return int(cache.get(key) or 0)
-        return count_in(caches["default"], key, add, self.duration + 1)
+        return count_in(cache, key, add, self.duration + 1)
 
     def wait(self) -> float:
         return max(1.0, self.window_end - self.now)
